@@ -1,0 +1,204 @@
+"""Configuration: built once, in one place, into one typed object that is passed down.
+
+Precedence (lowest first): built-in defaults < the ``[couchdb_events]`` section (from CouchDB in
+daemon mode, from an ini file in ``serve`` mode) < command-line flags. Interpreters for worker
+``type`` values come from the ``[couchdb_events_interpreters]`` section over built-in defaults.
+
+Every converter names the key and the bad value in its error, so a start-up failure can say
+exactly which setting to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+SECTION = "couchdb_events"
+INTERPRETERS_SECTION = "couchdb_events_interpreters"
+
+DEFAULT_INTERPRETERS: dict[str, tuple[str, ...]] = {
+    "node": ("node",),
+    "nodejs": ("node",),
+    "javascript": ("node",),
+    "python": ("python3", "-u"),
+    "python3": ("python3", "-u"),
+    "sh": ("sh",),
+    "bash": ("bash",),
+    "ruby": ("ruby",),
+    "perl": ("perl",),
+}
+
+T = TypeVar("T")
+
+
+def default_work_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "couchdb-events"
+
+
+def _positive_int(key: str, value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: not a whole number") from None
+    if number < 1:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: must be at least 1")
+    return number
+
+
+def _port(key: str, value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: not a port number") from None
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: a port is between 0 and 65535")
+    return number
+
+
+def _seconds(key: str, value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: not a number of seconds") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: must be a positive number of seconds")
+    return number
+
+
+def _db_name(key: str, value: str) -> str:
+    name = value.strip()
+    # CouchDB's rule for database names.
+    ok = bool(name) and name[0].isalpha() and name[0].islower()
+    ok = ok and all(c.islower() or c.isdigit() or c in "_$()+-/" for c in name)
+    if not ok:
+        raise ConfigError(
+            f"[{SECTION}] {key} = {value!r}: not a CouchDB database name "
+            "(lower-case letter first, then a-z 0-9 _$()+-/)"
+        )
+    return name
+
+
+def _url(key: str, value: str) -> str:
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"[{SECTION}] {key} = {redact_url(url)!r}: not an http(s) URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ConfigError(f"[{SECTION}] {key} = {redact_url(url)!r}: bad port") from None
+    return url if url.endswith("/") else url + "/"
+
+
+def _log_level(key: str, value: str) -> str:
+    level = value.strip().lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: one of debug, info, warning, error")
+    return level
+
+
+def _text(key: str, value: str) -> str:
+    if not value.strip():
+        raise ConfigError(f"[{SECTION}] {key} is empty")
+    return value.strip()
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``*****``, for logs and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}:*****@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a running couchdb-events, typed and checked."""
+
+    couchdb_url: str = "http://127.0.0.1:5984/"
+    bind_address: str = "127.0.0.1"
+    port: int = 5985
+    events_db: str = "events"
+    workers_db: str = "workers"
+    work_dir: Path = field(default_factory=default_work_dir)
+    couchdb_timeout: float = 10.0
+    startup_wait: float = 15.0
+    log_level: str = "info"
+    stop_timeout: float = 1.5
+    processes: int = 1
+    idle_timeout: float = 60.0
+    max_queue: int = 1000
+    max_body: int = 1024 * 1024
+    interpreters: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_INTERPRETERS)
+    )
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.couchdb_url)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Mapping[str, Any],
+        interpreters: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Config:
+        """Build from the string values of an ini section, then apply ``overrides``.
+
+        Unknown keys are an error (a typo should not be silently ignored).
+        """
+        merged: dict[str, Any] = {}
+        for source in (settings, overrides or {}):
+            for key, value in source.items():
+                if value is None:
+                    continue
+                if key not in _CONVERTERS:
+                    known = ", ".join(sorted(_CONVERTERS))
+                    raise ConfigError(f"[{SECTION}] {key}: unknown setting (known: {known})")
+                if not isinstance(value, str):
+                    value = str(value)
+                merged[key] = _CONVERTERS[key](key, value)
+        table = dict(DEFAULT_INTERPRETERS)
+        for name, command in (interpreters or {}).items():
+            if not isinstance(command, str):
+                raise ConfigError(f"[{INTERPRETERS_SECTION}] {name}: must be a command line")
+            argv = tuple(shlex.split(command))
+            if not argv:
+                raise ConfigError(f"[{INTERPRETERS_SECTION}] {name} is empty")
+            table[name] = argv
+        return cls(interpreters=table, **merged)
+
+
+_CONVERTERS: dict[str, Callable[[str, str], Any]] = {
+    "couchdb_url": _url,
+    "bind_address": _text,
+    "port": _port,
+    "events_db": _db_name,
+    "workers_db": _db_name,
+    "work_dir": lambda key, value: Path(_text(key, value)).expanduser(),
+    "couchdb_timeout": _seconds,
+    "startup_wait": _seconds,
+    "log_level": _log_level,
+    "stop_timeout": _seconds,
+    "processes": _positive_int,
+    "idle_timeout": _seconds,
+    "max_queue": _positive_int,
+    "max_body": _positive_int,
+}
+
+SETTINGS = tuple(_CONVERTERS)

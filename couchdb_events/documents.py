@@ -1,0 +1,215 @@
+"""Event and worker documents, read into checked, immutable specs.
+
+A document that cannot be used still becomes a spec, with ``error`` set: the registry keeps it so
+that firing it answers with that error and ``/_events/_status`` shows it.
+
+Event document (the seed's form)::
+
+    {"_id": "email_event",
+     "trigger": {"/send_email": {"method": "GET"}},
+     "workers": {"send_email": {"recipient": "support@yourcompany.com"}},
+     "disabled": false}
+
+Worker document::
+
+    {"_id": "send_email", "delegate": "sendmail.js", "type": "node", "arguments": {},
+     "mode": "stream" | "reply" | "once", "processes": 1, "max_queue": 1000, "idle_timeout": 60,
+     "_attachments": {"sendmail.js": {...}}}
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+
+
+class Mode(str, enum.Enum):
+    """How a worker process takes its messages."""
+
+    STREAM = "stream"  # the seed's style: reads lines forever, never answers; written = done
+    REPLY = "reply"  # answers each message with one JSON line; one message at a time
+    ONCE = "once"  # reads one message and exits; exit status 0 means success
+
+
+@dataclass(frozen=True)
+class Trigger:
+    path: str
+    methods: frozenset[str] | None  # None: any method
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    id: str
+    rev: str
+    triggers: tuple[Trigger, ...] = ()
+    workers: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    disabled: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str
+    rev: str
+    delegate: str = ""
+    type: str = ""
+    argv: tuple[str, ...] = ()
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    attachments: tuple[str, ...] = ()
+    mode: Mode = Mode.STREAM
+    processes: int = 1
+    max_queue: int = 1000
+    idle_timeout: float = 60.0
+    error: str | None = None
+
+
+def normalize_path(path: str) -> str:
+    """A trigger or request path with exactly one leading slash."""
+    return "/" + path.lstrip("/")
+
+
+def _methods(event_id: str, path: str, options: Any) -> frozenset[str] | None:
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ValueError(f"trigger {path!r} must map to an object like {{\"method\": \"GET\"}}")
+    method = options.get("method")
+    if method is None:
+        return None
+    names = [method] if isinstance(method, str) else method
+    if not isinstance(names, list) or not names or not all(isinstance(m, str) for m in names):
+        raise ValueError(f"trigger {path!r}: method must be a string or a list of strings")
+    return frozenset(m.upper() for m in names)
+
+
+def parse_event(doc: Mapping[str, Any]) -> EventSpec:
+    """Read an event document. Never raises: a bad document gives a spec with ``error``."""
+    event_id = str(doc.get("_id", ""))
+    rev = str(doc.get("_rev", ""))
+    try:
+        triggers = _parse_triggers(event_id, doc.get("trigger"))
+        workers = _parse_event_workers(doc.get("workers"))
+    except ValueError as exc:
+        return EventSpec(event_id, rev, error=f"event {event_id!r}: {exc}")
+    disabled = doc.get("disabled", False)
+    if not isinstance(disabled, bool):
+        return EventSpec(event_id, rev, error=f"event {event_id!r}: disabled must be true or false")
+    return EventSpec(event_id, rev, triggers, workers, disabled)
+
+
+def _parse_triggers(event_id: str, trigger: Any) -> tuple[Trigger, ...]:
+    if trigger is None:
+        return ()
+    if not isinstance(trigger, dict):
+        raise ValueError('"trigger" must be an object of paths, like {"/send_email": {"method": "GET"}}')
+    out = []
+    for path, options in trigger.items():
+        if not path or not isinstance(path, str):
+            raise ValueError("a trigger path is empty")
+        out.append(Trigger(normalize_path(path), _methods(event_id, path, options)))
+    return tuple(out)
+
+
+def _parse_event_workers(workers: Any) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+    if workers is None:
+        raise ValueError('no "workers": name the workers to run, like {"send_email": {}}')
+    if not isinstance(workers, dict) or not workers:
+        raise ValueError('"workers" must be a non-empty object of worker name -> arguments')
+    out = []
+    for name, arguments in workers.items():
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise ValueError(f"the arguments for worker {name!r} must be an object")
+        out.append((name, arguments))
+    return tuple(out)
+
+
+def unsafe_attachment_name(name: str) -> str | None:
+    """Why an attachment name would escape its worker's directory, or None if it is safe."""
+    if not name:
+        return "is empty"
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/"):
+        return "is an absolute path"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "has an empty, '.' or '..' path segment"
+    if posixpath.normpath(name) != name:
+        return "is not a normal relative path"
+    return None
+
+
+def _int_field(doc: Mapping[str, Any], key: str, default: int) -> int:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _seconds_field(doc: Mapping[str, Any], key: str, default: float) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{key} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def parse_worker(doc: Mapping[str, Any], config: Config) -> WorkerSpec:
+    """Read a worker document. Never raises: a bad document gives a spec with ``error``."""
+    name = str(doc.get("_id", ""))
+    rev = str(doc.get("_rev", ""))
+    try:
+        return _parse_worker(name, rev, doc, config)
+    except ValueError as exc:
+        return WorkerSpec(name, rev, error=f"worker {name!r}: {exc}")
+
+
+def _parse_worker(name: str, rev: str, doc: Mapping[str, Any], config: Config) -> WorkerSpec:
+    attachments = doc.get("_attachments") or {}
+    if not isinstance(attachments, dict):
+        raise ValueError("_attachments must be an object")
+    for att_name in attachments:
+        why = unsafe_attachment_name(att_name)
+        if why:
+            raise ValueError(f"attachment name {att_name!r} {why}; it would escape the worker's directory")
+    delegate = doc.get("delegate")
+    if not delegate:
+        raise ValueError('no "delegate": name the attachment to run, like "delegate": "main.js"')
+    if not isinstance(delegate, str) or delegate not in attachments:
+        known = ", ".join(sorted(attachments)) or "none"
+        raise ValueError(f"delegate {delegate!r} is not one of its attachments (it has: {known})")
+    kind = doc.get("type")
+    if not kind or not isinstance(kind, str):
+        raise ValueError('no "type": say which interpreter runs the delegate, like "type": "node"')
+    argv = config.interpreters.get(kind)
+    if argv is None:
+        known = ", ".join(sorted(config.interpreters))
+        raise ValueError(f"unknown type {kind!r} (known types: {known})")
+    arguments = doc.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise ValueError("arguments must be an object")
+    try:
+        mode = Mode(doc.get("mode", Mode.STREAM.value))
+    except ValueError:
+        raise ValueError(f"mode must be one of stream, reply, once, not {doc.get('mode')!r}") from None
+    return WorkerSpec(
+        name=name,
+        rev=rev,
+        delegate=delegate,
+        type=kind,
+        argv=(*argv, delegate),
+        arguments=arguments,
+        attachments=tuple(sorted(attachments)),
+        mode=mode,
+        processes=_int_field(doc, "processes", config.processes),
+        max_queue=_int_field(doc, "max_queue", config.max_queue),
+        idle_timeout=_seconds_field(doc, "idle_timeout", config.idle_timeout),
+    )

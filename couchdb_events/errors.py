@@ -1,0 +1,64 @@
+"""The project's exceptions.
+
+::
+
+    EventsError                    base of everything raised on purpose
+    ├── ConfigError                a setting is missing or has a bad value (names the key)
+    ├── DocumentError              an event or worker document is not usable (names the doc)
+    ├── StoreError                 talking to CouchDB failed
+    │   ├── Unreachable            no answer: refused, reset, timed out, DNS
+    │   ├── NotFound               404 from CouchDB
+    │   ├── Conflict               409 from CouchDB
+    │   └── Unauthorized           401/403 from CouchDB
+    └── HTTPError                  an answer for the caller: status, error, reason (JSON like CouchDB's)
+
+The storage layer turns python-couchdb's errors and ``OSError`` into ``StoreError``s; the HTTP
+layer turns ``HTTPError`` into a JSON answer.
+"""
+
+from __future__ import annotations
+
+
+class EventsError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(EventsError):
+    """A configuration value is missing or malformed; the message names the key."""
+
+
+class DocumentError(EventsError):
+    """An event or worker document cannot be used as it is."""
+
+
+class StoreError(EventsError):
+    """CouchDB did not do what was asked."""
+
+
+class Unreachable(StoreError):
+    """CouchDB could not be reached (refused, reset, timed out)."""
+
+
+class NotFound(StoreError):
+    """CouchDB answered 404."""
+
+
+class Conflict(StoreError):
+    """CouchDB answered 409."""
+
+
+class Unauthorized(StoreError):
+    """CouchDB answered 401 or 403."""
+
+
+class HTTPError(EventsError):
+    """An error answer for the HTTP caller, shaped like CouchDB's ``{"error", "reason"}``."""
+
+    def __init__(
+        self, status: int, error: str, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(f"{status} {error}: {reason}")
+        self.status = status
+        self.error = error
+        self.reason = reason
+        self.headers = headers or {}

@@ -1,0 +1,83 @@
+"""A worker run: the message a worker gets on stdin, and the outcome the caller may wait for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+# Headers that carry credentials never reach a worker.
+HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def worker_request(
+    method: str,
+    path: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: Any,
+    peer: str | None,
+    user: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The ``request`` part of a message, with credentials removed."""
+    return {
+        "method": method,
+        "path": path,
+        "query": query,
+        "headers": {k: v for k, v in headers.items() if k.lower() not in HIDDEN_HEADERS},
+        "body": body,
+        "peer": peer,
+        "user": user,
+    }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: ``succeeded``, ``delivered`` (stream workers never answer) or ``failed``."""
+
+    state: str
+    answer: Any = None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state}
+        if self.answer is not None:
+            out["answer"] = self.answer
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class Message:
+    """One run of one worker for one fired event."""
+
+    id: str
+    event: str
+    worker: str
+    arguments: dict[str, Any]
+    request: dict[str, Any]
+    accepted: float = field(default_factory=time.time)
+    outcome: asyncio.Future[Outcome] | None = None
+
+    def line(self) -> bytes:
+        """The message as one JSON line for the worker's stdin."""
+        body = {
+            "id": self.id,
+            "event": self.event,
+            "worker": self.worker,
+            "arguments": self.arguments,
+            "request": self.request,
+        }
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+    def finish(self, outcome: Outcome) -> None:
+        if self.outcome is not None and not self.outcome.done():
+            self.outcome.set_result(outcome)

@@ -1,0 +1,394 @@
+"""The processes, queue and counters of one worker. Only the supervisor's loop touches a pool.
+
+Each process has a feeder task that pulls the next message when the process can take one, the
+way supervisor's EventListenerPool does: an idle process waits on the pool; a message that
+arrives is handed to the first waiting process or queued; a process whose pipe is broken gives
+its message back to the head of the queue. Feeding by mode:
+
+* ``stream`` (the seed's style): messages are written one line after another; a written message
+  counts as delivered, and that is its outcome.
+* ``reply``: one message at a time; the first JSON line on stdout is the answer, and the process
+  is idle again. With ``processes`` > 1 messages go to idle processes.
+* ``once``: one message per process, then stdin is closed; exit status 0 means success.
+
+Processes are started on demand (up to ``processes``), stopped after ``idle_timeout`` without
+work, and replaced when they die, with a growing delay after young deaths and ``failed`` after
+too many (``states.CrashPolicy``). A new document revision retires the old processes: they get
+no further message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import logs
+from .deploy import Deployer
+from .documents import Mode, WorkerSpec
+from .errors import DocumentError, HTTPError, StoreError
+from .message import Message, Outcome
+from .process import StartError, WorkerProcess, describe_exit
+from .states import CrashPolicy, PoolState, ProcessState
+
+log = logs.get("pool")
+
+
+@dataclass
+class Counters:
+    fired: int = 0
+    delivered: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    restarts: int = 0
+
+
+class Pool:
+    """One worker's processes and queue."""
+
+    def __init__(
+        self, spec: WorkerSpec, deployer: Deployer, env: Mapping[str, str], stop_timeout: float
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.state = PoolState.OK
+        self.counters = Counters()
+        self.last_error: str | None = spec.error
+        self.queue: deque[Message] = deque()
+        self.processes: list[WorkerProcess] = []
+        self._deployer = deployer
+        self._env = dict(env)
+        self._stop_timeout = stop_timeout
+        self._crash = CrashPolicy()
+        self._waiters: deque[tuple[WorkerProcess, asyncio.Future[Message | None]]] = deque()
+        self._answers: dict[WorkerProcess, asyncio.Future[Any]] = {}
+        self._starting = 0
+        self._retry: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- taking messages ------------------------------------------------------------------
+    def check(self) -> None:
+        """Raise the error a new message would get now, if any."""
+        if self.spec.error:
+            raise HTTPError(500, "worker_invalid", self.spec.error)
+        if self.state is PoolState.FAILED:
+            raise HTTPError(503, "worker_failed", f"worker {self.name!r} failed: {self.last_error}")
+        if self._closing:
+            raise HTTPError(503, "shutting_down", "couchdb-events is stopping", {"Retry-After": "5"})
+        if len(self.queue) >= self.spec.max_queue:
+            raise HTTPError(
+                503,
+                "queue_full",
+                f"worker {self.name!r} has {len(self.queue)} messages waiting (max_queue)",
+                {"Retry-After": "1"},
+            )
+
+    def submit(self, message: Message) -> None:
+        self.check()
+        self.counters.fired += 1
+        while self._waiters:
+            proc, waiter = self._waiters.popleft()
+            if waiter.done():
+                continue
+            if proc.spec.rev == self.spec.rev:
+                waiter.set_result(message)
+                return
+            waiter.set_result(None)  # an old revision's process: retire it
+        self.queue.append(message)
+        self._maybe_start()
+
+    # -- processes ------------------------------------------------------------------------
+    def _live(self) -> list[WorkerProcess]:
+        return [
+            p for p in self.processes if p.spec.rev == self.spec.rev and not p.stopping_requested
+        ]
+
+    def _maybe_start(self) -> None:
+        if self._closing or self.spec.error or self.state is PoolState.FAILED or not self.queue:
+            return
+        now = time.monotonic()
+        if not self._crash.may_start(now):
+            if self._retry is None:
+                delay = self._crash.retry_at - now
+                self._retry = asyncio.get_running_loop().call_later(delay, self._retry_start)
+            return
+        idle = sum(1 for proc, w in self._waiters if not w.done() and proc.spec.rev == self.spec.rev)
+        demand = len(self.queue) - idle - self._starting
+        live = len(self._live())
+        while demand > 0 and live < self.spec.processes:
+            self._start()
+            demand -= 1
+            live += 1
+
+    def _retry_start(self) -> None:
+        self._retry = None
+        if self.state is PoolState.BACKOFF:
+            self.state = PoolState.OK
+        self._maybe_start()
+
+    def _start(self) -> None:
+        proc = WorkerProcess(self.spec, self._stdout_line, self._stderr_line)
+        self.processes.append(proc)
+        self._starting += 1
+        task = asyncio.create_task(self._launch(proc))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _launch(self, proc: WorkerProcess) -> None:
+        try:
+            cwd = await self._deployer.ensure(proc.spec)
+            env = {**self._env, "COUCHDB_EVENTS_WORKER": proc.spec.name}
+            await proc.spawn(cwd, env)
+        except (StartError, DocumentError) as exc:
+            self._starting -= 1
+            self.processes.remove(proc)
+            self._fail(str(exc))
+            return
+        except StoreError as exc:
+            self._starting -= 1
+            self.processes.remove(proc)
+            self._note_error(f"cannot fetch the code of worker {self.name!r}: {exc}")
+            self._crash.exited(time.monotonic(), time.monotonic(), expected=False)
+            self._maybe_start()
+            return
+        except Exception as exc:  # pragma: no cover - unexpected, but never kill the loop
+            self._starting -= 1
+            self.processes.remove(proc)
+            log.exception("starting %s failed", proc)
+            self._fail(f"cannot start worker {self.name!r}: {exc}")
+            return
+        self._starting -= 1
+        log.info("started %s (%s, rev %s)", proc, " ".join(proc.spec.argv), proc.spec.rev)
+        try:
+            await self._feed(proc)
+        finally:
+            await self._retire(proc)
+
+    async def _feed(self, proc: WorkerProcess) -> None:
+        while True:
+            message = await self._next(proc)
+            if message is None:
+                return
+            if not await self._deliver(proc, message):
+                return
+            if proc.spec.mode is Mode.ONCE:
+                return
+
+    async def _next(self, proc: WorkerProcess) -> Message | None:
+        """The next message for ``proc``, or None when it should stop (idle, retired, dead)."""
+        if proc.spec.rev != self.spec.rev or self._closing or not proc.alive:
+            return None
+        if self.queue:
+            return self.queue.popleft()
+        waiter: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((proc, waiter))
+        timeout = proc.spec.idle_timeout if proc.spec.mode is not Mode.ONCE else None
+        await asyncio.wait({waiter, proc.exited}, timeout=timeout, return_when="FIRST_COMPLETED")
+        if waiter.done():
+            return waiter.result()
+        waiter.cancel()
+        with contextlib.suppress(ValueError):
+            self._waiters.remove((proc, waiter))
+        if proc.alive:
+            log.info("%s idle for %.0f s; stopping it", proc, proc.spec.idle_timeout)
+        return None
+
+    async def _deliver(self, proc: WorkerProcess, message: Message) -> bool:
+        mode = proc.spec.mode
+        answer: asyncio.Future[Any] | None = None
+        if mode is not Mode.STREAM:
+            answer = asyncio.get_running_loop().create_future()
+            self._answers[proc] = answer
+            proc.current = message.id
+            proc.state = ProcessState.BUSY
+        if not await proc.send(message.line()):
+            self._answers.pop(proc, None)
+            proc.current = None
+            self.queue.appendleft(message)  # nothing was written: it goes to the next process
+            return False
+        proc.handled += 1
+        self.counters.delivered += 1
+        if answer is None:
+            self._finish(message, Outcome("delivered"))
+            return True
+        if mode is Mode.ONCE:
+            proc.close_stdin()
+        await asyncio.wait({answer, proc.exited}, return_when="FIRST_COMPLETED")
+        self._answers.pop(proc, None)
+        proc.current = None
+        if mode is Mode.ONCE:
+            returncode = await proc.exited
+            value = answer.result() if answer.done() else None
+            if returncode != 0:
+                error = f"{proc} ended with {describe_exit(returncode)}"
+                self._finish(message, Outcome("failed", value, self._with_stderr(error, proc)))
+            else:
+                self._finish(message, _answer_outcome(value))
+            return False
+        if answer.done():
+            proc.state = ProcessState.IDLE
+            self._crash.healthy()
+            self._finish(message, _answer_outcome(answer.result()))
+            return True
+        answer.cancel()
+        error = f"{proc} ended with {describe_exit(proc.returncode)} before answering"
+        self._finish(message, Outcome("failed", None, self._with_stderr(error, proc)))
+        return False
+
+    def _finish(self, message: Message, outcome: Outcome) -> None:
+        if outcome.state == "failed":
+            self.counters.failed += 1
+            self._note_error(outcome.error or "failed")
+        elif outcome.state == "succeeded":
+            self.counters.succeeded += 1
+        message.finish(outcome)
+
+    async def _retire(self, proc: WorkerProcess) -> None:
+        if proc.alive:
+            await proc.stop(self._stop_timeout)
+        returncode = await proc.exited
+        with contextlib.suppress(ValueError):
+            self.processes.remove(proc)
+        expected = proc.stopping_requested or proc.spec.mode is Mode.ONCE
+        if proc.spec.rev != self.spec.rev:
+            self._prune()
+            return
+        verdict = self._crash.exited(time.monotonic(), proc.started_monotonic, expected)
+        if not expected:
+            self.counters.restarts += 1
+            error = self._with_stderr(f"{proc} ended with {describe_exit(returncode)}", proc)
+            self._note_error(error)
+            log.warning("%s", error)
+        if verdict is PoolState.FAILED:
+            self._fail(f"{self.last_error} (died young {self._crash.young_deaths} times in a row)")
+        elif verdict is PoolState.BACKOFF:
+            self.state = PoolState.BACKOFF
+        self._maybe_start()
+
+    def _stdout_line(self, proc: WorkerProcess, line: bytes) -> None:
+        answer = self._answers.get(proc)
+        if answer is not None and not answer.done():
+            try:
+                answer.set_result(json.loads(line))
+                return
+            except ValueError:
+                pass
+        log.info("%s: %s", proc, line.decode("utf-8", "replace").rstrip())
+
+    def _stderr_line(self, proc: WorkerProcess, line: bytes) -> None:
+        log.info("%s stderr: %s", proc, line.decode("utf-8", "replace").rstrip())
+
+    # -- errors ---------------------------------------------------------------------------
+    @staticmethod
+    def _with_stderr(error: str, proc: WorkerProcess) -> str:
+        if not proc.stderr_tail:
+            return error
+        return f"{error}; stderr: " + " | ".join(proc.stderr_tail)
+
+    def _note_error(self, error: str) -> None:
+        self.last_error = error
+
+    def _fail(self, error: str) -> None:
+        """Mark the worker failed and fail what waits for it: nothing piles up."""
+        self.state = PoolState.FAILED
+        self._note_error(error)
+        log.error("worker %s failed: %s", self.name, error)
+        self._fail_queue(f"worker {self.name!r} failed: {error}")
+
+    def _fail_queue(self, error: str) -> None:
+        while self.queue:
+            self._finish(self.queue.popleft(), Outcome("failed", None, error))
+
+    # -- changes from outside -------------------------------------------------------------
+    def update(self, spec: WorkerSpec) -> None:
+        """A new revision of the document: new messages go to new processes only."""
+        if spec.rev == self.spec.rev:
+            return
+        self.spec = spec
+        self.state = PoolState.OK
+        self._crash = CrashPolicy()
+        self.last_error = spec.error
+        if spec.error:
+            self._fail_queue(spec.error)
+        for proc, waiter in list(self._waiters):
+            if proc.spec.rev != spec.rev and not waiter.done():
+                waiter.set_result(None)
+        self._maybe_start()
+
+    def remove(self) -> None:
+        """The worker document was deleted."""
+        self._fail_queue(f"worker {self.name!r} was deleted")
+        self.update(WorkerSpec(self.name, rev="deleted", error=f"worker {self.name!r} was deleted"))
+
+    def _prune(self) -> None:
+        keep = {p.spec.rev for p in self.processes} | {self.spec.rev}
+        self._deployer.prune(self.name, keep)
+
+    @property
+    def idle(self) -> bool:
+        return not self.processes and not self.queue
+
+    async def close(self) -> None:
+        """Stop taking messages, fail what is queued, stop every process."""
+        self._closing = True
+        if self._retry is not None:
+            self._retry.cancel()
+        self._fail_queue("couchdb-events stopped before this message was delivered")
+        for _proc, waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.set_result(None)
+        await asyncio.gather(
+            *(p.stop(self._stop_timeout) for p in list(self.processes) if p.alive),
+            return_exceptions=True,
+        )
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._stop_timeout * 2 + 1)
+
+    # -- status ---------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        processes = []
+        for proc in self.processes:
+            rss, cpu = proc.sample()
+            processes.append(
+                {
+                    "pid": proc.pid,
+                    "state": proc.state.value,
+                    "rev": proc.spec.rev,
+                    "rss": rss,
+                    "cpu": cpu,
+                    "started": _iso(proc.started),
+                    "handled": proc.handled,
+                    "current": proc.current,
+                }
+            )
+        counters = self.counters
+        return {
+            "rev": self.spec.rev,
+            "state": "invalid" if self.spec.error else self.state.value,
+            "mode": self.spec.mode.value,
+            "processes": processes,
+            "queued": len(self.queue),
+            "fired": counters.fired,
+            "delivered": counters.delivered,
+            "succeeded": counters.succeeded,
+            "failed": counters.failed,
+            "restarts": counters.restarts,
+            "last_error": self.last_error,
+        }
+
+
+def _answer_outcome(value: Any) -> Outcome:
+    if isinstance(value, dict) and value.get("error"):
+        reason = value.get("reason")
+        return Outcome("failed", value, f"{value['error']}: {reason}" if reason else str(value["error"]))
+    return Outcome("succeeded", value)
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -1,0 +1,198 @@
+"""One worker process: spawned in its own session, fed JSON lines, its whole group killed.
+
+The process is started with ``start_new_session=True`` so that it and everything it forks share
+one process group; stopping closes stdin (a well-behaved worker exits on EOF), then sends SIGTERM
+and, after a grace period, SIGKILL to the whole group. Its stdout and stderr are pipes read line by
+line and handed to callbacks: they never reach the daemon's own stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import psutil
+
+from . import logs
+from .documents import WorkerSpec
+from .states import ProcessState
+
+log = logs.get("process")
+
+MAX_LINE = 1024 * 1024
+STDERR_TAIL = 20
+
+LineHandler = Callable[["WorkerProcess", bytes], None]
+
+
+class StartError(Exception):
+    """The process could not be spawned (interpreter missing, not executable, ...)."""
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exit status 3`` or ``killed by SIGKILL (perhaps out of memory?)``."""
+    if returncode is None:
+        return "still running"
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    hint = " (perhaps out of memory?)" if -returncode == signal.SIGKILL else ""
+    return f"killed by {name}{hint}"
+
+
+class WorkerProcess:
+    """A running worker. Only its pool calls its methods, all on the event loop."""
+
+    def __init__(self, spec: WorkerSpec, on_stdout: LineHandler, on_stderr: LineHandler) -> None:
+        self.spec = spec
+        self.state = ProcessState.STARTING
+        self.started = time.time()
+        self.started_monotonic = time.monotonic()
+        self.handled = 0
+        self.current: str | None = None
+        self.stopping_requested = False
+        self.returncode: int | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        self._on_stdout = on_stdout
+        self._on_stderr = on_stderr
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ps: psutil.Process | None = None
+        self._readers: list[asyncio.Task[None]] = []
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self.returncode is None
+
+    async def spawn(self, cwd: Path, env: Mapping[str, str]) -> None:
+        argv = self.spec.argv
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=str(cwd),
+                env=dict(env),
+                start_new_session=True,
+                limit=MAX_LINE,
+            )
+        except FileNotFoundError:
+            raise StartError(
+                f"interpreter {argv[0]!r} for type {self.spec.type!r} was not found on PATH"
+            ) from None
+        except OSError as exc:
+            raise StartError(f"cannot start {' '.join(argv)}: {exc.strerror or exc}") from None
+        self.started = time.time()
+        self.started_monotonic = time.monotonic()
+        self.state = ProcessState.IDLE
+        with contextlib.suppress(psutil.Error):
+            self._ps = psutil.Process(self._proc.pid)
+            self._ps.cpu_percent()  # baseline for later samples
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._readers = [
+            asyncio.create_task(self._read(self._proc.stdout, self._on_stdout)),
+            asyncio.create_task(self._read(self._proc.stderr, self._stderr_line)),
+        ]
+        asyncio.create_task(self._reap())
+
+    def _stderr_line(self, proc: WorkerProcess, line: bytes) -> None:
+        self.stderr_tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+        self._on_stderr(proc, line)
+
+    async def _read(self, stream: asyncio.StreamReader, handler: LineHandler) -> None:
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:
+                # Longer than MAX_LINE: asyncio has dropped it from the buffer; say so, carry on.
+                handler(self, b"<a line longer than 1 MiB was dropped>\n")
+                continue
+            except (OSError, asyncio.CancelledError):
+                return
+            if not line:
+                return
+            try:
+                handler(self, line)
+            except Exception:  # pragma: no cover - a handler bug must not kill the reader
+                log.exception("handling a line from %s failed", self)
+
+    async def _reap(self) -> None:
+        assert self._proc is not None
+        returncode = await self._proc.wait()
+        # Let the readers drain what the process wrote before it went.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._readers), timeout=1.0)
+        self.returncode = returncode
+        self.state = ProcessState.EXITED
+        self.kill_group(signal.SIGKILL)  # children it left behind in its group
+        if not self.exited.done():
+            self.exited.set_result(returncode)
+
+    async def send(self, line: bytes) -> bool:
+        """Write one line; False (and nothing written) when the pipe is closed or broken."""
+        if not self.alive or self._proc is None or self._proc.stdin is None:
+            return False
+        stdin = self._proc.stdin
+        if stdin.is_closing():
+            return False
+        try:
+            stdin.write(line)
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            return False
+        return True
+
+    def close_stdin(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                self._proc.stdin.close()
+
+    def kill_group(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def stop(self, grace: float) -> int:
+        """Close stdin, wait ``grace``, SIGTERM the group, wait ``grace``, SIGKILL; reap."""
+        self.stopping_requested = True
+        if self.state is not ProcessState.EXITED:
+            self.state = ProcessState.STOPPING
+        self.close_stdin()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                return await asyncio.wait_for(asyncio.shield(self.exited), timeout=grace)
+            except asyncio.TimeoutError:
+                log.info("%s did not stop within %.1f s; sending %s to its group", self, grace, sig.name)
+                self.kill_group(sig)
+        return await self.exited
+
+    def sample(self) -> tuple[int | None, float | None]:
+        """Resident memory (bytes) of the process tree and the leader's CPU percent."""
+        if self._ps is None or not self.alive:
+            return None, None
+        try:
+            rss = self._ps.memory_info().rss
+            for child in self._ps.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    rss += child.memory_info().rss
+            return rss, self._ps.cpu_percent()
+        except psutil.Error:
+            return None, None
+
+    def __str__(self) -> str:
+        return f"worker {self.spec.name}[{self.pid}]"

@@ -1,0 +1,153 @@
+"""CouchDB access. The only module that imports ``couchdb`` (python-couchdb).
+
+Every session has a socket timeout (python-couchdb has none by default), and every failure comes
+out as one of the project's ``StoreError``s: ``Unreachable`` for anything on the wire (python-couchdb
+raises a bare ``ConnectionRefusedError``, ``socket.timeout`` or ``http.client`` errors), ``NotFound``,
+``Conflict`` and ``Unauthorized`` for those answers, ``StoreError`` for the rest. All calls block:
+the asynchronous parts run them in threads.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import couchdb
+import couchdb.http
+
+from .config import redact_url
+from .errors import Conflict, NotFound, StoreError, Unauthorized, Unreachable
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """One batch of a ``_changes`` feed."""
+
+    results: list[dict[str, Any]]
+    last_seq: Any
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except couchdb.http.ResourceNotFound as exc:
+        raise NotFound(f"{what}: not found ({_reason(exc)})") from None
+    except couchdb.http.ResourceConflict as exc:
+        raise Conflict(f"{what}: conflict ({_reason(exc)})") from None
+    except couchdb.http.Unauthorized as exc:
+        raise Unauthorized(f"{what}: unauthorized ({_reason(exc)})") from None
+    except couchdb.http.PreconditionFailed as exc:
+        raise Conflict(f"{what}: precondition failed ({_reason(exc)})") from None
+    except couchdb.http.ServerError as exc:
+        status = exc.args[0][0] if exc.args and isinstance(exc.args[0], tuple) else None
+        if status == 403:
+            raise Unauthorized(f"{what}: forbidden ({_reason(exc)})") from None
+        raise StoreError(f"{what}: CouchDB answered {_reason(exc)}") from None
+    except couchdb.http.HTTPError as exc:
+        raise StoreError(f"{what}: {_reason(exc)}") from None
+    except TimeoutError:
+        raise Unreachable(f"{what}: CouchDB did not answer in time") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unreachable(f"{what}: {type(exc).__name__}: {exc}") from None
+    except ValueError as exc:  # a body that is not JSON
+        raise StoreError(f"{what}: CouchDB sent an unreadable answer ({exc})") from None
+
+
+def _reason(exc: Exception) -> str:
+    arg = exc.args[0] if exc.args else exc
+    if isinstance(arg, tuple) and len(arg) == 2:
+        return f"{arg[0]}: {arg[1]}"
+    return str(arg)
+
+
+class Store:
+    """A CouchDB server, reached through python-couchdb with a socket timeout."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._session = couchdb.http.Session(timeout=timeout, retry_delays=[])
+        self._server = couchdb.Server(url, session=self._session)
+
+    def __repr__(self) -> str:
+        return f"Store({redact_url(self.url)!r}, timeout={self.timeout})"
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        with _mapped(what):
+            return fn()
+
+    # -- server ---------------------------------------------------------------------------
+    def version(self) -> str:
+        """CouchDB's version string; raises ``Unreachable`` if it does not answer."""
+        return self._call(f"GET {redact_url(self.url)}", self._server.version)
+
+    def exists(self, db: str) -> bool:
+        return self._call(f"HEAD /{db}", lambda: db in self._server)
+
+    def create(self, db: str) -> bool:
+        """Create ``db``; False when it already existed."""
+        try:
+            self._call(f"PUT /{db}", lambda: self._server.create(db))
+        except Conflict:
+            return False
+        return True
+
+    def delete(self, db: str) -> None:
+        self._call(f"DELETE /{db}", lambda: self._server.delete(db))
+
+    def _db(self, db: str) -> couchdb.Database:
+        return couchdb.Database(self.url + quote(db, safe=""), session=self._session)
+
+    # -- documents ------------------------------------------------------------------------
+    def get(self, db: str, doc_id: str, **options: Any) -> dict[str, Any]:
+        """A document; ``NotFound`` when it is missing or deleted."""
+
+        def fetch() -> dict[str, Any]:
+            doc = self._db(db).get(doc_id, **options)
+            if doc is None:
+                raise couchdb.http.ResourceNotFound(("not_found", "missing"))
+            return dict(doc)
+
+        return self._call(f"GET /{db}/{doc_id}", fetch)
+
+    def put(self, db: str, doc: Mapping[str, Any]) -> str:
+        """Create or update a document in one request (inline attachments included); its new rev."""
+
+        def save() -> str:
+            body = dict(doc)
+            self._db(db).save(body)
+            return str(body["_rev"])
+
+        return self._call(f"PUT /{db}/{doc.get('_id', '')}", save)
+
+    def attachments(self, db: str, doc_id: str, rev: str) -> dict[str, bytes]:
+        """All attachments of one revision of a document, in one request."""
+        doc = self.get(db, doc_id, rev=rev, attachments=True)
+        out: dict[str, bytes] = {}
+        for name, att in (doc.get("_attachments") or {}).items():
+            data = att.get("data") if isinstance(att, dict) else None
+            if not isinstance(data, str):
+                raise StoreError(f"GET /{db}/{doc_id}?rev={rev}: attachment {name!r} came as a stub")
+            out[name] = base64.b64decode(data)
+        return out
+
+    # -- feeds ----------------------------------------------------------------------------
+    def changes(self, db: str, since: Any, *, longpoll_ms: int = 0, limit: int = 500) -> Changes:
+        """One batch of ``_changes`` with documents. ``longpoll_ms`` > 0 waits for news."""
+        options: dict[str, Any] = {"since": since, "include_docs": True, "limit": limit}
+        if longpoll_ms:
+            options.update(feed="longpoll", timeout=longpoll_ms)
+
+        def fetch() -> Changes:
+            answer = self._db(db).changes(**options)
+            return Changes(list(answer.get("results") or []), answer.get("last_seq", since))
+
+        return self._call(f"GET /{db}/_changes", fetch)
