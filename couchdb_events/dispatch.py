@@ -1,0 +1,67 @@
+"""Firing: a request becomes one message per worker run of every event it matches.
+
+All or nothing: every worker is checked (exists, valid, has room) before any message is queued,
+so a 4xx/5xx answer means nothing was accepted and a 202 means everything was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import logs
+from .documents import WorkerSpec
+from .errors import HTTPError
+from .matching import build_arguments, find_events, request_parameters
+from .message import Message, new_id, worker_request
+from .registry import Registry
+from .request import Request
+from .supervisor import Supervisor
+
+log = logs.get("dispatch")
+
+
+@dataclass(frozen=True)
+class Fired:
+    events: list[str]
+    messages: list[Message]
+
+
+class Dispatcher:
+    def __init__(self, registry: Registry, supervisor: Supervisor) -> None:
+        self._registry = registry
+        self._supervisor = supervisor
+
+    def fire(self, request: Request) -> Fired:
+        events = find_events(self._registry.events, request.method, request.path)
+        parameters = request_parameters(request.query, request.body)
+        runs: list[tuple[WorkerSpec, Message]] = []
+        for event in events:
+            for name, event_arguments in event.workers:
+                spec = self._registry.workers.get(name)
+                if spec is None:
+                    raise HTTPError(
+                        404,
+                        "worker_not_found",
+                        f"event {event.id!r} names worker {name!r}, which is not in the workers database",
+                    )
+                if spec.error:
+                    raise HTTPError(500, "worker_invalid", spec.error)
+                arguments = build_arguments(
+                    spec.arguments, event_arguments, parameters, f"event {event.id!r} (worker {name!r})"
+                )
+                wire = worker_request(
+                    request.method,
+                    request.path,
+                    request.query,
+                    request.headers,
+                    request.body,
+                    request.peer,
+                    request.user,
+                )
+                runs.append((spec, Message(new_id(), event.id, name, arguments, wire)))
+        for spec, _message in runs:
+            self._supervisor.check(spec)
+        for spec, message in runs:
+            self._supervisor.submit(spec, message)
+        log.debug("fired %s: %d run(s)", ", ".join(e.id for e in events), len(runs))
+        return Fired([e.id for e in events], [message for _spec, message in runs])

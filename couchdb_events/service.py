@@ -1,0 +1,249 @@
+"""The running service: one core (registry, supervisor, dispatcher, HTTP API), whatever hosts it.
+
+Start-up checks CouchDB (waiting up to ``startup_wait`` seconds for it), makes sure the events and
+workers databases exist, loads every document, then listens. Each failure raises ``StartupError``
+with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__, logs
+from .config import Config
+from .deploy import Deployer
+from .dispatch import Dispatcher
+from .documents import WorkerSpec
+from .errors import EventsError, StoreError, Unauthorized, Unreachable
+from .feed import Feed
+from .httpapi import Api
+from .registry import Registry
+from .store import Store
+from .supervisor import Supervisor, worker_environment
+
+log = logs.get("service")
+
+
+class StartupError(EventsError):
+    """The service cannot start; the message says why and what to change."""
+
+
+class LastError(logging.Handler):
+    """Remembers the last warning or error logged, for ``/_events/_status``."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.last: dict[str, Any] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+
+
+class Service:
+    def __init__(self, config: Config, host: str) -> None:
+        self.config = config
+        self.host = host
+        self.started = time.time()
+        self.store = Store(config.couchdb_url, config.couchdb_timeout)
+        # The feed waits up to LONGPOLL on the server: its socket timeout must be longer.
+        self._feed_store = Store(config.couchdb_url, config.couchdb_timeout + 30)
+        self.deployer = Deployer(config.work_dir, self._fetch_code)
+        service_url = f"http://{_url_host(config.bind_address)}:{config.port}/_events/"
+        self.supervisor = Supervisor(config, self.deployer, worker_environment(service_url))
+        self.registry = Registry(config, self._worker_changed)
+        self.dispatcher = Dispatcher(self.registry, self.supervisor)
+        self.api = Api(self.dispatcher, self, config.max_body)
+        self.feeds: list[Feed] = []
+        self.last_error = LastError()
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _fetch_code(self, spec: WorkerSpec) -> dict[str, bytes]:
+        return self.store.attachments(self.config.workers_db, spec.name, spec.rev)
+
+    def _worker_changed(self, name: str, spec: WorkerSpec | None) -> None:
+        self.supervisor.worker_changed(name, spec)
+
+    # -- start and stop -------------------------------------------------------------------
+    async def start(self) -> None:
+        logging.getLogger(logs.LOGGER_NAME).addHandler(self.last_error)
+        loop = asyncio.get_running_loop()
+        version = await self._reach_couchdb()
+        log.info("CouchDB %s at %s", version, self.config.display_url)
+        for db in (self.config.events_db, self.config.workers_db):
+            await loop.run_in_executor(None, self._ensure_db, db)
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        self.feeds = [
+            Feed(self._feed_store, self.config.events_db, self.registry.apply_events, loop),
+            Feed(self._feed_store, self.config.workers_db, self.registry.apply_workers, loop),
+        ]
+        for feed in self.feeds:
+            feed.start()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(f.caught_up.wait() for f in self.feeds)), self.config.startup_wait
+            )
+        except asyncio.TimeoutError:
+            errors = "; ".join(f.last_error or "no answer" for f in self.feeds if not f.caught_up.is_set())
+            raise StartupError(f"cannot read the events and workers databases: {errors}") from None
+        await self._listen()
+        self._sweeper = asyncio.create_task(self._sweep())
+        log.info(
+            "couchdb-events %s (%s) listening on %s:%d with %d events and %d workers",
+            __version__,
+            self.host,
+            self.config.bind_address,
+            self.port,
+            len(self.registry.events),
+            len(self.registry.workers),
+        )
+
+    async def _reach_couchdb(self) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.config.startup_wait
+        delay = 0.25
+        while True:
+            try:
+                return await loop.run_in_executor(None, self.store.version)
+            except Unreachable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StartupError(
+                        f"CouchDB at {self.config.display_url} is unreachable ({exc}); "
+                        f"gave up after {self.config.startup_wait:g} s "
+                        "(check [couchdb_events] couchdb_url)"
+                    ) from None
+                log.info("waiting for CouchDB at %s: %s", self.config.display_url, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except StoreError as exc:
+                raise StartupError(f"CouchDB at {self.config.display_url}: {exc}") from None
+
+    def _ensure_db(self, db: str) -> None:
+        try:
+            if self.store.exists(db):
+                return
+            if self.store.create(db):
+                log.info("created database %s", db)
+        except Unauthorized as exc:
+            raise StartupError(
+                f"database {db!r} is missing or not readable and cannot be created with the "
+                f"credentials in couchdb_url ({exc}); run install.sh or give admin credentials"
+            ) from None
+        except StoreError as exc:
+            raise StartupError(f"database {db!r}: {exc}") from None
+
+    async def _listen(self) -> None:
+        self._runner = web.AppRunner(self.api.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.bind_address, self.config.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            where = f"{self.config.bind_address}:{self.config.port}"
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"cannot listen on {where}: the port is taken (set [couchdb_events] port)"
+                ) from None
+            raise StartupError(
+                f"cannot listen on {where}: {exc.strerror or exc} (check [couchdb_events] bind_address)"
+            ) from None
+
+    @property
+    def port(self) -> int:
+        if self._runner is not None:
+            for address in self._runner.addresses:
+                if isinstance(address, tuple):
+                    return int(address[1])
+        return self.config.port
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self.supervisor.sweep()
+
+    async def stop(self) -> None:
+        """Stop listening, stop every worker process, stop following CouchDB."""
+        log.info("stopping")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.supervisor.close()
+        for feed in self.feeds:
+            feed.stop()
+        logging.getLogger(logs.LOGGER_NAME).removeHandler(self.last_error)
+        log.info("stopped")
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        workers: dict[str, Any] = {}
+        pools = self.supervisor.snapshot()
+        for name, spec in sorted(self.registry.workers.items()):
+            workers[name] = pools.pop(name, None) or _unused_worker(spec)
+        workers.update(pools)  # deleted workers whose processes are still stopping
+        events = {
+            event_id: {
+                "rev": spec.rev,
+                "triggers": [
+                    {"path": t.path, "methods": sorted(t.methods) if t.methods else None}
+                    for t in spec.triggers
+                ],
+                "workers": [name for name, _args in spec.workers],
+                "disabled": spec.disabled,
+                "error": spec.error,
+            }
+            for event_id, spec in sorted(self.registry.events.items())
+        }
+        return {
+            "couchdb_events": {
+                "version": __version__,
+                "host": self.host,
+                "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                "uptime": round(time.time() - self.started, 3),
+                "couchdb": self.config.display_url,
+                "couchdb_connected": all(f.connected for f in self.feeds),
+                "events_db": self.config.events_db,
+                "workers_db": self.config.workers_db,
+                "listening": f"{self.config.bind_address}:{self.port}",
+            },
+            "feeds": {f.db: f.status() for f in self.feeds},
+            "events": events,
+            "workers": workers,
+            "last_error": self.last_error.last,
+        }
+
+
+def _unused_worker(spec: WorkerSpec) -> dict[str, Any]:
+    return {
+        "rev": spec.rev,
+        "state": "invalid" if spec.error else "ok",
+        "mode": spec.mode.value,
+        "processes": [],
+        "queued": 0,
+        "fired": 0,
+        "delivered": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "restarts": 0,
+        "last_error": spec.error,
+    }
+
+
+def _url_host(bind_address: str) -> str:
+    if bind_address in ("0.0.0.0", "", "::"):  # noqa: S104 - comparing, not binding
+        return "127.0.0.1"
+    return f"[{bind_address}]" if ":" in bind_address else bind_address

@@ -1,0 +1,88 @@
+"""The one owner of the worker table: a pool per worker name, created on first use.
+
+Everything runs on the event loop; other parts call these methods from that loop only, so no
+lock is needed and only this module (through its pools) changes process state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .deploy import Deployer
+from .documents import WorkerSpec
+from .message import Message
+from .pool import Pool
+
+HELPERS = Path(__file__).resolve().parent / "helpers"
+
+
+def worker_environment(service_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for workers: no credentials of the daemon's leak into it."""
+    base = os.environ if base is None else base
+    env = {
+        "PATH": base.get("PATH", os.defpath),
+        "LANG": base.get("LANG", "C.UTF-8"),
+        "HOME": base.get("HOME", "/"),
+        "TMPDIR": base.get("TMPDIR", "/tmp"),  # noqa: S108 - the system default, not a file we make
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(HELPERS),
+        "NODE_PATH": str(HELPERS),
+        "COUCHDB_EVENTS_URL": service_url,
+        "COUCHDB_EVENTS_PYTHON": sys.executable,
+    }
+    return env
+
+
+class Supervisor:
+    def __init__(self, config: Config, deployer: Deployer, env: Mapping[str, str]) -> None:
+        self._config = config
+        self._deployer = deployer
+        self._env = dict(env)
+        self.pools: dict[str, Pool] = {}
+        self._closed = False
+
+    def _pool(self, spec: WorkerSpec) -> Pool:
+        pool = self.pools.get(spec.name)
+        if pool is None:
+            pool = Pool(spec, self._deployer, self._env, self._config.stop_timeout)
+            self.pools[spec.name] = pool
+        else:
+            pool.update(spec)
+        return pool
+
+    def check(self, spec: WorkerSpec) -> None:
+        """Raise the ``HTTPError`` a message for this worker would get now."""
+        self._pool(spec).check()
+
+    def submit(self, spec: WorkerSpec, message: Message) -> None:
+        self._pool(spec).submit(message)
+
+    def worker_changed(self, name: str, spec: WorkerSpec | None) -> None:
+        """The registry saw a new revision (or, with None, the deletion) of a worker document."""
+        pool = self.pools.get(name)
+        if pool is None:
+            return
+        if spec is None:
+            pool.remove()
+        else:
+            pool.update(spec)
+
+    def sweep(self) -> None:
+        """Forget pools of deleted workers once their last process is gone."""
+        for name, pool in list(self.pools.items()):
+            if pool.spec.rev == "deleted" and pool.idle:
+                del self.pools[name]
+
+    def snapshot(self) -> dict[str, Any]:
+        self.sweep()
+        return {name: pool.snapshot() for name, pool in sorted(self.pools.items())}
+
+    async def close(self) -> None:
+        self._closed = True
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
