@@ -11,6 +11,7 @@ exactly which setting to fix.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,9 +77,7 @@ def _seconds(key: str, value: str) -> float:
 def _db_name(key: str, value: str) -> str:
     name = value.strip()
     # CouchDB's rule for database names.
-    ok = bool(name) and name[0].isalpha() and name[0].islower()
-    ok = ok and all(c.islower() or c.isdigit() or c in "_$()+-/" for c in name)
-    if not ok:
+    if not re.fullmatch(r"[a-z][a-z0-9_$()+/-]*", name):
         raise ConfigError(
             f"[{SECTION}] {key} = {value!r}: not a CouchDB database name "
             "(lower-case letter first, then a-z 0-9 _$()+-/)"
@@ -116,12 +115,9 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
+    # The host part exactly as written: ``parts.port`` would raise on a bad port.
+    host = parts.netloc.rpartition("@")[2]
     netloc = f"{parts.username}:*****@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -177,7 +173,10 @@ class Config:
         for name, command in (interpreters or {}).items():
             if not isinstance(command, str):
                 raise ConfigError(f"[{INTERPRETERS_SECTION}] {name}: must be a command line")
-            argv = tuple(shlex.split(command))
+            try:
+                argv = tuple(shlex.split(command))
+            except ValueError as exc:
+                raise ConfigError(f"[{INTERPRETERS_SECTION}] {name} = {command!r}: {exc}") from None
             if not argv:
                 raise ConfigError(f"[{INTERPRETERS_SECTION}] {name} is empty")
             table[name] = argv

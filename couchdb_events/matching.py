@@ -20,7 +20,7 @@ from .documents import EventSpec, normalize_path
 from .errors import HTTPError
 
 ID_METHODS = frozenset({"GET", "POST"})
-_PARAMETER = re.compile(r"^:([A-Za-z_][A-Za-z0-9_.-]*)$")
+_PARAMETER = re.compile(r":([A-Za-z_][A-Za-z0-9_.-]*)")
 
 
 def find_events(events: Mapping[str, EventSpec], method: str, path: str) -> list[EventSpec]:
@@ -86,7 +86,7 @@ def build_arguments(
 
 def _substitute(value: Any, parameters: Mapping[str, Any], where: str) -> Any:
     if isinstance(value, str):
-        found = _PARAMETER.match(value)
+        found = _PARAMETER.fullmatch(value)
         if not found:
             return value
         name = found.group(1)

@@ -66,7 +66,14 @@ def parse_body(content_type: str | None, raw: bytes) -> Any:
     if media == "application/x-www-form-urlencoded":
         try:
             text = raw.decode(charset or "utf-8")
-            return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
+            pairs = parse_qsl(
+                text,
+                keep_blank_values=True,
+                strict_parsing=True,
+                encoding=charset or "utf-8",
+                errors="strict",
+            )
+            return dict(pairs)
         except (UnicodeDecodeError, LookupError, ValueError) as exc:
             raise HTTPError(400, "bad_request", f"the body is not a valid form: {exc}") from None
     if media.startswith("text/") or media == "":
