@@ -1,0 +1,445 @@
+"""Dispatch throughput and latency: a warm ``reply`` worker against a fresh process per event.
+
+One run starts an in-memory PouchDB Server and ``couchdb-events serve``, deploys two workers
+running the same standard-library Python script (``bench_reply``: long-lived processes that
+answer one JSON line per message; ``bench_once``: a fresh interpreter per message, the baseline),
+then fires events over HTTP with ``?wait=30`` from ``--concurrency`` concurrent requests and
+reports throughput and latency percentiles for each.
+
+    python -m bench.dispatch [--events 2000] [--concurrency 32] [--baseline-events 200]
+                             [--processes 2] [--json]
+
+It reports; it does not assert. Everything it starts is stopped on exit, Ctrl-C or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from couchdb_events.embedded import EmbeddedCouch, free_port
+
+EVENTS_DB = "bench_events"
+WORKERS_DB = "bench_workers"
+REPLY = "bench_reply"
+ONCE = "bench_once"
+WAIT = 30
+
+# The same script serves both modes: in ``once`` mode it gets one line, then end of file.
+WORKER = """\
+import json
+import os
+import sys
+
+for line in sys.stdin:
+    message = json.loads(line)
+    answer = {"ok": True, "id": message["id"], "pid": os.getpid()}
+    sys.stdout.write(json.dumps(answer, separators=(",", ":")) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+# -- setting up ---------------------------------------------------------------------------------
+def couch_request(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        result: dict[str, Any] = json.loads(answer.read())
+        return result
+
+
+def deploy(couch_url: str, processes: int) -> None:
+    """The two databases, the two workers (same script, two modes) and an event for each."""
+    for db in (EVENTS_DB, WORKERS_DB):
+        couch_request("PUT", f"{couch_url}{db}")
+    code = base64.b64encode(WORKER.encode()).decode("ascii")
+    for name, mode in ((REPLY, "reply"), (ONCE, "once")):
+        worker = {
+            "_id": name,
+            "type": "python",
+            "delegate": "worker.py",
+            "mode": mode,
+            "processes": processes,
+            "_attachments": {"worker.py": {"content_type": "text/x-python", "data": code}},
+        }
+        couch_request("PUT", f"{couch_url}{WORKERS_DB}/{name}", worker)
+        event = {
+            "_id": name,
+            "trigger": {f"/bench/{mode}": {"method": ["GET", "POST"]}},
+            "workers": {name: {}},
+        }
+        couch_request("PUT", f"{couch_url}{EVENTS_DB}/{name}", event)
+
+
+def get_json(url: str) -> dict[str, Any] | None:
+    with (
+        contextlib.suppress(OSError, ValueError),
+        urllib.request.urlopen(url, timeout=2) as answer,
+    ):
+        if answer.status == 200:
+            result: dict[str, Any] = json.loads(answer.read())
+            return result
+    return None
+
+
+class Service:
+    """``couchdb-events serve`` as a subprocess, its log in ``scratch``."""
+
+    def __init__(self, couch_url: str, scratch: Path, interpreter: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}/_events/"
+        self.log_path = scratch / "service.log"
+        # Pin the interpreter of ``"type": "python"`` workers: ``python3`` on PATH may be a
+        # version-manager shim that costs more than the interpreter itself to start.
+        config = scratch / "bench.ini"
+        config.write_text(f"[couchdb_events_interpreters]\npython = {interpreter} -u\n")
+        self.argv = [
+            sys.executable,
+            "-m",
+            "couchdb_events",
+            "serve",
+            "--config",
+            str(config),
+            "--couchdb-url",
+            couch_url,
+            "--port",
+            str(self.port),
+            "--events-db",
+            EVENTS_DB,
+            "--workers-db",
+            WORKERS_DB,
+            "--work-dir",
+            str(scratch / "work"),
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+        self.ready_after = math.nan  # seconds from spawn to answering with both events loaded
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.pid = self.proc.pid
+        spawned = time.monotonic()
+        deadline = spawned + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"couchdb-events exited at start (status {self.proc.returncode}):\n"
+                    + self.log_tail()
+                )
+            status = get_json(self.base + "_status")
+            if status is not None and {REPLY, ONCE} <= set(status.get("events", {})):
+                self.ready_after = time.monotonic() - spawned
+                return
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"couchdb-events did not answer within {timeout:g} s:\n{self.log_tail()}"
+        )
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the service process itself, not of its workers (Linux)."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            fields = stat.rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return math.nan
+
+    def status(self) -> dict[str, Any] | None:
+        return get_json(self.base + "_status")
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def log_problems(self) -> list[str]:
+        """Warning and error lines of the service's log."""
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace")
+            return [line for line in text.splitlines() if "[WARNING]" in line or "[ERROR]" in line]
+        return []
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait; SIGKILL if it does not go. The exit status."""
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        return proc.returncode
+
+
+# -- firing ---------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    mode: str
+    worker: str
+    events: int
+    concurrency: int
+    wall: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests only
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    pids: set[int] = field(default_factory=set)
+    service_cpu: float = 0.0
+    client_cpu: float = 0.0
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.wall if self.wall > 0 else 0.0
+
+    def percentile_ms(self, p: float) -> float:
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        rank = max(1, math.ceil(p / 100 * len(ordered)))
+        return ordered[rank - 1] * 1000
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "worker": self.worker,
+            "events": self.events,
+            "concurrency": self.concurrency,
+            "succeeded": self.ok,
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "wall_s": round(self.wall, 3),
+            "events_per_s": round(self.rate, 1),
+            "p50_ms": round(self.percentile_ms(50), 2),
+            "p90_ms": round(self.percentile_ms(90), 2),
+            "p99_ms": round(self.percentile_ms(99), 2),
+            "max_ms": round(self.percentile_ms(100), 2),
+            "worker_pids": len(self.pids),
+            "service_cpu_s": round(self.service_cpu, 2),
+            "client_cpu_s": round(self.client_cpu, 2),
+        }
+
+
+async def fire_one(session: aiohttp.ClientSession, url: str) -> tuple[str | None, int | None]:
+    """One event: (None, worker pid) when the worker answered, (error kind, None) otherwise."""
+    try:
+        async with session.get(url) as response:
+            body = await response.read()
+            if response.status != 200:
+                return (
+                    f"HTTP {response.status}: {body[:120].decode(errors='replace').strip()}",
+                    None,
+                )
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:160], None
+    try:
+        answer = json.loads(body)
+        run = answer["runs"][0]
+        if run.get("state") != "succeeded" or run["answer"]["id"] != run["id"]:
+            return f"run {run.get('state')}: {run.get('error')}"[:160], None
+        return None, int(run["answer"]["pid"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"unreadable answer ({type(exc).__name__}: {exc})"[:160], None
+
+
+async def fire(session: aiohttp.ClientSession, base: str, result: Result, service: Service) -> None:
+    url = f"{base}{result.worker}?wait={WAIT}"
+    remaining = iter(range(result.events))
+
+    async def client() -> None:
+        for _ in remaining:  # the iterator is shared: each request is taken exactly once
+            sent = time.perf_counter()
+            error, pid = await fire_one(session, url)
+            if error is None:
+                result.latencies.append(time.perf_counter() - sent)
+                if pid is not None:
+                    result.pids.add(pid)
+            else:
+                result.errors[error] += 1
+
+    cpu = service.cpu_seconds()
+    own_cpu = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(result.concurrency)))
+    result.wall = time.perf_counter() - started
+    result.client_cpu = time.process_time() - own_cpu
+    result.service_cpu = service.cpu_seconds() - cpu
+
+
+async def run_load(args: argparse.Namespace, service: Service) -> list[Result]:
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=WAIT + 30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        # Warm-up: start the reply processes, deploy both workers, open connections.
+        warm_reply = Result(
+            "warm-up", REPLY, max(4 * args.processes, args.concurrency), args.concurrency
+        )
+        warm_once = Result("warm-up", ONCE, max(2 * args.processes, 4), args.processes)
+        for warm in (warm_reply, warm_once):
+            await fire(session, service.base, warm, service)
+            if warm.errors:
+                print(f"warm-up errors for {warm.worker}: {dict(warm.errors)}", file=sys.stderr)
+        reply = Result(f"reply (warm, {args.processes} proc)", REPLY, args.events, args.concurrency)
+        await fire(session, service.base, reply, service)
+        once = Result(
+            f"once (fresh proc, {args.processes} at a time)",
+            ONCE,
+            args.baseline_events,
+            args.concurrency,
+        )
+        await fire(session, service.base, once, service)
+    return [reply, once]
+
+
+# -- reporting ------------------------------------------------------------------------------------
+def pool_counters(status: dict[str, Any] | None) -> dict[str, Any]:
+    if status is None:
+        return {}
+    keys = ("fired", "delivered", "succeeded", "failed", "restarts", "queued", "last_error")
+    workers = status.get("workers", {})
+    return {
+        name: {k: workers[name].get(k) for k in keys} for name in (REPLY, ONCE) if name in workers
+    }
+
+
+def print_table(results: list[Result], ratio: float, counters: dict[str, Any]) -> None:
+    header = f"{'mode':<32} {'events':>7} {'errors':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.mode:<32} {r.events:>7} {sum(r.errors.values()):>7} {r.rate:>9.1f} "
+            f"{r.percentile_ms(50):>8.1f} {r.percentile_ms(99):>8.1f}"
+        )
+    print(f"\nwarm/baseline throughput: {ratio:.1f}x (target >= 20x)")
+    for r in results:
+        per_event = r.service_cpu / r.ok * 1000 if r.ok else math.nan
+        print(
+            f"{r.worker}: wall {r.wall:.2f} s, {len(r.pids)} worker pid(s), "
+            f"p90 {r.percentile_ms(90):.1f} ms, max {r.percentile_ms(100):.1f} ms, "
+            f"CPU: service {r.service_cpu:.2f} s ({per_event:.2f} ms/event), "
+            f"this client {r.client_cpu:.2f} s"
+        )
+        for kind, count in r.errors.most_common(5):
+            print(f"  {count} x {kind}")
+    for name, values in counters.items():
+        print(f"service counters {name}: {values}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dispatch", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="events fired at the warm reply worker (default 2000)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        metavar="C",
+        help="concurrent HTTP requests (default 32)",
+    )
+    parser.add_argument(
+        "--baseline-events",
+        type=int,
+        default=200,
+        metavar="M",
+        help="events fired at the fresh-process once worker (default 200)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="processes of each worker (default 2)"
+    )
+    parser.add_argument(
+        "--interpreter",
+        default=sys.executable,
+        help="the Python that runs the workers (default: this one)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary instead of a table"
+    )
+    args = parser.parse_args(argv)
+    if min(args.events, args.concurrency, args.baseline_events, args.processes) < 1:
+        parser.error(
+            "--events, --concurrency, --baseline-events and --processes must be at least 1"
+        )
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="couchdb-events-bench-") as scratch_dir:
+            scratch = Path(scratch_dir)
+            with EmbeddedCouch() as couch:
+                deploy(couch.url, args.processes)
+                service = Service(couch.url, scratch, args.interpreter)
+                try:
+                    service.start()
+                    results = asyncio.run(run_load(args, service))
+                    counters = pool_counters(service.status())
+                finally:
+                    exit_status = service.stop()  # also on Ctrl-C and errors
+                problems = service.log_problems()
+    except KeyboardInterrupt:
+        print("bench.dispatch: interrupted; service and PouchDB Server stopped", file=sys.stderr)
+        return 130
+    except (OSError, RuntimeError, urllib.error.URLError) as exc:
+        print(f"bench.dispatch: {exc}", file=sys.stderr)
+        return 1
+    reply, once = results
+    ratio = reply.rate / once.rate if once.rate > 0 else math.inf
+    if args.json:
+        summary = {
+            "results": [r.summary() for r in results],
+            "ratio": round(ratio, 2) if math.isfinite(ratio) else None,
+            "service_ready_s": round(service.ready_after, 3),
+            "service_counters": counters,
+            "service_log_problems": problems[:20],
+            "service_exit_status": exit_status,
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        print_table(results, ratio, counters)
+        print(f"service answered {service.ready_after:.2f} s after it was started")
+        print(f"service exit status after SIGTERM: {exit_status}")
+        if problems:
+            print(f"service log: {len(problems)} warning/error line(s), first ones:")
+            for line in problems[:5]:
+                print(f"  {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
