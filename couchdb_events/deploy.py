@@ -1,6 +1,7 @@
 """Worker code on disk: one directory per worker revision, written atomically.
 
-``<work_dir>/workers/<worker>/<rev>/`` holds the attachments of that revision. It is written
+``<work_dir>/workers/<worker>/<rev>/`` holds the attachments of that revision (the process's
+working directory); ``<work_dir>/data/<worker>/`` is the worker's own, kept across revisions. It is written
 into a temporary sibling directory first and renamed into place, so a process never sees half
 of a revision. Attachment names were checked when the document was read
 (``documents.unsafe_attachment_name``); they are checked again here before anything is written.
@@ -36,11 +37,18 @@ class Deployer:
 
     def __init__(self, work_dir: Path, fetch: Fetch) -> None:
         self.root = work_dir / "workers"
+        self.data_root = work_dir / "data"
         self._fetch = fetch
         self._pending: dict[tuple[str, str], asyncio.Future[Path]] = {}
 
     def directory(self, spec: WorkerSpec) -> Path:
         return self.root / _segment(spec.name) / _segment(spec.rev)
+
+    def data_directory(self, name: str) -> Path:
+        """A folder the worker may keep files in across revisions (``COUCHDB_EVENTS_DATA_DIR``)."""
+        path = self.data_root / _segment(name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     async def ensure(self, spec: WorkerSpec) -> Path:
         """The revision's directory, fetched and written if it is not there yet."""

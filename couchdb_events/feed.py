@@ -2,7 +2,7 @@
 
 The feed first reads every current document (``since=0`` in batches), then waits for news
 with ``feed=longpoll``. Each batch is handed to the event loop with ``call_soon_threadsafe``;
-the loop alone applies it. When CouchDB goes away the feed backs off (0.5 s doubling to 30 s),
+the loop alone applies it. When CouchDB goes away the feed backs off (0.5 s doubling to 5 s),
 reconnects and resumes from the last sequence it saw; its status says what is going on.
 """
 
@@ -22,7 +22,7 @@ log = logs.get("feed")
 BATCH = 500
 LONGPOLL_MS = 25_000
 BACKOFF_FIRST = 0.5
-BACKOFF_CAP = 30.0
+BACKOFF_CAP = 5.0
 
 Apply = Callable[[list[dict[str, Any]]], None]
 
@@ -68,10 +68,13 @@ class Feed:
         caught_up = False
         while not self._stop.is_set():
             try:
-                batch = self._store.changes(
-                    self.db, self.since, longpoll_ms=LONGPOLL_MS if caught_up else 0, limit=BATCH
-                )
-            except StoreError as exc:
+                # After an error, ask without waiting first, so that "connected again" shows
+                # at once instead of after a whole longpoll.
+                wait = LONGPOLL_MS if caught_up and self.connected else 0
+                batch = self._store.changes(self.db, self.since, longpoll_ms=wait, limit=BATCH)
+            except Exception as exc:  # never let the thread die: back off and retry
+                if not isinstance(exc, StoreError):
+                    log.exception("feed %s: unexpected error", self.db)
                 self._failed(exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(BACKOFF_CAP, backoff * 2)
@@ -91,7 +94,7 @@ class Feed:
                 caught_up = True
                 self._post(self.caught_up.set)
 
-    def _failed(self, exc: StoreError, backoff: float) -> None:
+    def _failed(self, exc: Exception, backoff: float) -> None:
         if isinstance(exc, NotFound):
             message = f"database {self.db!r} does not exist (create it, or run install.sh)"
         else:

@@ -143,7 +143,12 @@ class Pool:
     async def _launch(self, proc: WorkerProcess) -> None:
         try:
             cwd = await self._deployer.ensure(proc.spec)
-            env = {**self._env, "COUCHDB_EVENTS_WORKER": proc.spec.name}
+            data_dir = self._deployer.data_directory(proc.spec.name)
+            env = {
+                **self._env,
+                "COUCHDB_EVENTS_WORKER": proc.spec.name,
+                "COUCHDB_EVENTS_DATA_DIR": str(data_dir),
+            }
             await proc.spawn(cwd, env)
         except (StartError, DocumentError) as exc:
             self._starting -= 1

@@ -68,13 +68,29 @@ def _reason(exc: Exception) -> str:
     return str(arg)
 
 
+class _NoCache:
+    """python-couchdb keeps up to 75 GET answers (attachments included) to revalidate with ETags;
+    this service reads each thing once, so it keeps none."""
+
+    def get(self, url: str) -> None:
+        return None
+
+    def put(self, url: str, response: Any) -> None:
+        pass
+
+    def remove(self, url: str) -> None:
+        pass
+
+
 class Store:
     """A CouchDB server, reached through python-couchdb with a socket timeout."""
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._session = couchdb.http.Session(timeout=timeout, retry_delays=[])
+        # One quick retry on a reset connection (python-couchdb needs a non-empty list here).
+        self._session = couchdb.http.Session(timeout=timeout, retry_delays=[0])
+        self._session.cache = _NoCache()
         self._server = couchdb.Server(url, session=self._session)
 
     def __repr__(self) -> str:

@@ -1,0 +1,467 @@
+"""End to end: ``couchdb-events daemon`` started exactly as CouchDB starts an os_daemon.
+
+Requests arrive in the proxy-stripped form (``/email_event``), as CouchDB's couch_httpd_proxy
+sends them. Every test ends by closing the daemon's stdin and checking that it exits and that
+no process of its tree survives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from couchdb_events.embedded import free_port
+from tests.daemon_host import DaemonHost, http, wait_until_serving
+from tests.docs import delete_doc, put_doc, put_worker
+
+pytestmark = pytest.mark.e2e
+
+DEMO = Path(__file__).resolve().parent.parent / "couchdb_events" / "demo"
+
+REPLY_PY = """
+import json, sys, time
+for line in sys.stdin:
+    message = json.loads(line)
+    time.sleep(message["arguments"].get("sleep", 0))
+    print(json.dumps({"pid": __import__("os").getpid(), "arguments": message["arguments"]}), flush=True)
+"""
+
+STREAM_PY = """
+import json, os, sys
+out = os.path.join(os.environ["COUCHDB_EVENTS_DATA_DIR"], "seen.jsonl")
+for line in sys.stdin:
+    with open(out, "a") as handle:
+        handle.write(line)
+"""
+
+ONCE_PY = """
+import json, sys
+message = json.loads(sys.stdin.readline())
+code = message["arguments"].get("exit", 0)
+print(json.dumps({"exit": code}), flush=True)
+sys.exit(code)
+"""
+
+DIES_PY = """
+import sys
+print("cannot open the mail relay", file=sys.stderr, flush=True)
+sys.exit(3)
+"""
+
+STUBBORN_PY = """
+import os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if os.fork() == 0:
+    os.close(0)
+    while True:
+        time.sleep(1)
+for line in sys.stdin:
+    print('{"ok": true}', flush=True)
+while True:  # ignores stdin EOF too
+    time.sleep(1)
+"""
+
+
+@dataclass
+class Daemon:
+    host: DaemonHost
+    url: str
+    events_db: str
+    workers_db: str
+    couch_url: str
+    work_dir: Path
+
+    def fire(self, path: str, method: str = "GET", **kwargs: Any) -> tuple[int, dict[str, str], Any]:
+        return http(method, self.url + path.lstrip("/"), **kwargs)
+
+    def status(self) -> dict[str, Any]:
+        status, _h, body = http("GET", self.url + "_status")
+        assert status == 200
+        assert isinstance(body, dict)
+        return body
+
+    def event(self, doc: dict[str, Any]) -> str:
+        return put_doc(self.couch_url, self.events_db, doc)
+
+    def worker(self, name: str, files: dict[str, str], **fields: Any) -> str:
+        return put_worker(self.couch_url, self.workers_db, name, files, **fields)
+
+    def wait_status(self, check: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.status()
+            if check(body):
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"status never matched: {body}")
+            time.sleep(0.05)
+
+
+StartDaemon = Callable[..., Daemon]
+
+
+@pytest.fixture
+def start_daemon(couch_url: str, fresh_db: Callable[[str], str], tmp_path: Path) -> Iterator[StartDaemon]:
+    hosts: list[DaemonHost] = []
+
+    def start(wait: bool = True, events_db: str | None = None, workers_db: str | None = None, **settings: str) -> Daemon:
+        events = events_db or fresh_db("events")
+        workers = workers_db or fresh_db("workers")
+        port = free_port()
+        work_dir = tmp_path / f"work{len(hosts)}"
+        section = {
+            "couchdb_url": couch_url,
+            "port": str(port),
+            "events_db": events,
+            "workers_db": workers,
+            "work_dir": str(work_dir),
+            "startup_wait": "5",
+            "log_level": "debug",
+            **settings,
+        }
+        host = DaemonHost({"couchdb_events": section})
+        hosts.append(host)
+        daemon = Daemon(host, f"http://127.0.0.1:{port}/", events, workers, couch_url, work_dir)
+        if wait:
+            wait_until_serving(host, daemon.url)
+        return daemon
+
+    yield start
+    for host in hosts:
+        host.note_tree()
+        host.close_stdin()
+        try:
+            host.wait(10)
+        finally:
+            host.kill()
+        assert not host.invalid, f"non-protocol lines on the daemon's stdout: {host.invalid}"
+
+
+def stop_and_check(daemon: Daemon, limit: float = 5.0) -> None:
+    """Close stdin as CouchDB does: the daemon exits in time and leaves no process behind."""
+    host = daemon.host
+    host.note_tree()
+    started = time.monotonic()
+    host.close_stdin()
+    code = host.wait(limit + 2)
+    took = time.monotonic() - started
+    assert took < limit, f"daemon took {took:.1f} s to exit"
+    assert code == 0
+    deadline = time.monotonic() + 1
+    while host.survivors() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert host.survivors() == [], "processes of the daemon's tree survived it"
+
+
+def push_demo(daemon: Daemon) -> None:
+    import json
+
+    event = json.loads((DEMO / "email_event.json").read_text())
+    worker = json.loads((DEMO / "send_email" / "doc.json").read_text())
+    daemon.event(event)
+    name = worker.pop("_id")
+    daemon.worker(name, {"sendmail.js": (DEMO / "send_email" / "sendmail.js").read_text()}, **worker)
+
+
+def outbox(daemon: Daemon, worker: str = "send_email") -> list[Path]:
+    folder = daemon.work_dir / "data" / worker / "outbox"
+    return sorted(folder.glob("*.eml")) if folder.is_dir() else []
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+# -- the protocol ---------------------------------------------------------------------------
+def test_daemon_asks_couchdb_for_its_section_and_registers(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    assert ["get", "couchdb_events"] in daemon.host.gets
+    assert ["register", "couchdb_events"] in daemon.host.registered
+    assert "listening on" in daemon.host.wait_for_log("listening on", level="info")
+    stop_and_check(daemon)
+    assert daemon.host.invalid == []
+
+
+def test_seed_example_in_real_node_and_clean_exit(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    push_demo(daemon)
+    wait_for(lambda: "email_event" in daemon.status()["events"])
+    status, _h, body = daemon.fire("/email_event")
+    assert status == 202, body
+    assert body["events"] == ["email_event"]
+    [run] = body["runs"]
+    assert run["worker"] == "send_email"
+    status, _h, body = daemon.fire("/_events/send_email")  # the unstripped form, by trigger path
+    assert status == 202, body
+    mails = wait_for(lambda: len(outbox(daemon)) == 2 and outbox(daemon))
+    text = mails[0].read_text() + mails[1].read_text()
+    assert "To: support@yourcompany.com" in text
+    assert f"X-Event-Id: {run['id']}" in text
+    info = daemon.status()["workers"]["send_email"]
+    assert info["delivered"] == 2
+    [proc] = info["processes"]
+    assert proc["handled"] == 2 and proc["rss"] > 0
+    stop_and_check(daemon)
+
+
+def test_eof_stops_workers_that_ignore_eof_and_sigterm(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(stop_timeout="1")
+    daemon.worker("stubborn", {"w.py": STUBBORN_PY}, type="python", delegate="w.py", mode="reply")
+    daemon.event({"_id": "go", "workers": {"stubborn": {}}})
+    wait_for(lambda: "go" in daemon.status()["events"])
+    status, _h, body = daemon.fire("/go?wait=10")
+    assert status == 200, body
+    daemon.host.note_tree()
+    assert len(daemon.host.seen_pids) >= 3  # daemon, worker, the worker's own child
+    stop_and_check(daemon)
+
+
+# -- start-up failures ------------------------------------------------------------------------
+def test_couchdb_unreachable_at_start_is_logged_precisely(start_daemon: StartDaemon) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/"
+    daemon = start_daemon(wait=False, couchdb_url=dead, startup_wait="1")
+    assert daemon.host.wait(15) == 1
+    errors = daemon.host.log_text("error")
+    assert "cannot start" in errors and dead in errors and "unreachable" in errors
+
+
+def test_port_taken_is_logged_precisely(start_daemon: StartDaemon) -> None:
+    first = start_daemon()
+    port = first.url.rsplit(":", 1)[1].strip("/")
+    second = start_daemon(wait=False, port=port)
+    assert second.host.wait(15) == 1
+    assert f":{port}: the port is taken" in second.host.log_text("error")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("port", "eighty", "port = 'eighty'"),
+        ("events_db", "Events", "events_db = 'Events'"),
+        ("processes", "0", "processes = '0'"),
+        ("colour", "blue", "colour: unknown setting"),
+    ],
+)
+def test_bad_setting_is_named_in_the_log(start_daemon: StartDaemon, key: str, value: str, needle: str) -> None:
+    daemon = start_daemon(wait=False, **{key: value})
+    assert daemon.host.wait(15) == 1
+    assert needle in daemon.host.log_text("error")
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_bad_requests_get_precise_json_errors(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+    daemon.event({"_id": "echo_event", "trigger": {"/echo": {"method": "POST"}}, "workers": {"echo": {"who": ":name"}}})
+    wait_for(lambda: "echo_event" in daemon.status()["events"])
+
+    status, _h, body = daemon.fire("/nothing_here")
+    assert (status, body["error"]) == (404, "not_found")
+    status, headers, body = daemon.fire("/echo", method="DELETE")
+    assert (status, body["error"], headers["Allow"]) == (405, "method_not_allowed", "POST")
+    status, _h, body = daemon.fire("/echo", method="POST", raw=b'{"name": ', headers={"Content-Type": "application/json"})
+    assert status == 400 and "not valid JSON" in body["reason"] and "line 1 column 10" in body["reason"]
+    status, _h, body = daemon.fire("/echo", method="POST", raw=b"a=%zz&&", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400 and body["error"] == "bad_request"
+    status, _h, body = daemon.fire("/echo", method="POST")
+    assert status == 400 and "'name'" in body["reason"]
+    status, _h, body = daemon.fire("/echo?wait=5", method="POST", body={"name": "ann"})
+    assert status == 200 and body["runs"][0]["answer"]["arguments"] == {"who": "ann"}
+    status, _h, body = daemon.fire("/_nonsense")
+    assert status == 404
+    stop_and_check(daemon)
+
+
+def test_broken_workers_and_events_are_clear_errors(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("no_delegate", {"w.py": REPLY_PY}, type="python")
+    daemon.worker("odd_type", {"w.cob": "x"}, type="cobol", delegate="w.cob")
+    daemon.worker("escaper", {"../../evil.py": "print(1)", "w.py": REPLY_PY}, type="python", delegate="w.py")
+    for name in ("no_delegate", "odd_type", "escaper", "missing"):
+        daemon.event({"_id": f"fire_{name}", "workers": {name: {}}})
+    wait_for(lambda: len(daemon.status()["events"]) == 4 and len(daemon.status()["workers"]) == 3)
+
+    status, _h, body = daemon.fire("/fire_no_delegate")
+    assert (status, body["error"]) == (500, "worker_invalid") and "delegate" in body["reason"]
+    status, _h, body = daemon.fire("/fire_odd_type")
+    assert status == 500 and "unknown type 'cobol'" in body["reason"] and "node" in body["reason"]
+    status, _h, body = daemon.fire("/fire_escaper")
+    assert status == 500 and "escape" in body["reason"]
+    status, _h, body = daemon.fire("/fire_missing")
+    assert (status, body["error"]) == (404, "worker_not_found") and "'missing'" in body["reason"]
+
+    workers = daemon.status()["workers"]
+    assert workers["escaper"]["state"] == "invalid" and "escape" in workers["escaper"]["last_error"]
+    assert "unknown type" in daemon.host.log_text("error")
+    assert not (daemon.work_dir / "evil.py").exists() and not (daemon.work_dir.parent / "evil.py").exists()
+    stop_and_check(daemon)
+
+
+def test_worker_that_dies_at_start_backs_off_then_fails(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("dies", {"w.py": DIES_PY}, type="python", delegate="w.py", mode="reply")
+    daemon.event({"_id": "doomed", "workers": {"dies": {}}})
+    wait_for(lambda: "doomed" in daemon.status()["events"])
+    # Each run is accepted and fails; after three young deaths in a row (with a growing delay
+    # between starts) the worker is marked failed and refuses further messages.
+    for attempt in range(3):
+        status, _h, body = daemon.fire("/doomed?wait=15")
+        assert status == 200, (attempt, body)
+        [run] = body["runs"]
+        assert run["state"] == "failed" and "exit status 3" in run["error"]
+    info = daemon.wait_status(lambda s: s["workers"]["dies"]["state"] == "failed")["workers"]["dies"]
+    assert "exit status 3" in info["last_error"] and "cannot open the mail relay" in info["last_error"]
+    assert (info["failed"], info["restarts"]) == (3, 3)
+    status, _h, body = daemon.fire("/doomed")
+    assert (status, body["error"]) == (503, "worker_failed")
+    assert "exit status 3" in body["reason"]
+    # A new revision clears the failure.
+    daemon.worker("dies", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+    daemon.wait_status(lambda s: s["workers"]["dies"]["state"] == "ok")
+    status, _h, body = daemon.fire("/doomed?wait=10")
+    assert status == 200 and body["runs"][0]["state"] == "succeeded"
+    stop_and_check(daemon)
+
+
+# -- worker styles ----------------------------------------------------------------------------
+def test_reply_messages_go_to_idle_processes(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("slow", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", processes=2)
+    daemon.event({"_id": "slow_event", "workers": {"slow": {"sleep": 0.5}}})
+    wait_for(lambda: "slow_event" in daemon.status()["events"])
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _i: daemon.fire("/slow_event?wait=20"), range(4)))
+    pids = {body["runs"][0]["answer"]["pid"] for status, _h, body in answers if status == 200}
+    assert len(pids) == 2, answers
+    info = daemon.status()["workers"]["slow"]
+    assert info["succeeded"] == 4 and sorted(p["handled"] for p in info["processes"]) == [2, 2]
+    stop_and_check(daemon)
+
+
+def test_stream_worker_gets_messages_in_order(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("seen", {"w.py": STREAM_PY}, type="python", delegate="w.py")
+    daemon.event({"_id": "tick", "workers": {"seen": {"n": ":n"}}})
+    wait_for(lambda: "tick" in daemon.status()["events"])
+    for n in range(20):  # the first ones arrive while the process is starting
+        status, _h, _b = daemon.fire(f"/tick?n={n}")
+        assert status == 202
+    import json
+
+    seen = daemon.work_dir / "data" / "seen" / "seen.jsonl"
+    wait_for(lambda: seen.exists() and len(seen.read_text().splitlines()) == 20)
+    numbers = [json.loads(line)["arguments"]["n"] for line in seen.read_text().splitlines()]
+    assert numbers == [str(n) for n in range(20)]
+    stop_and_check(daemon)
+
+
+def test_once_worker_exit_status_is_the_outcome(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("once", {"w.py": ONCE_PY}, type="python", delegate="w.py", mode="once")
+    daemon.event({"_id": "run_once", "workers": {"once": {"exit": ":code"}}})
+    wait_for(lambda: "run_once" in daemon.status()["events"])
+    status, _h, body = daemon.fire("/run_once?wait=10", method="POST", body={"code": 0})
+    assert status == 200 and body["runs"][0]["state"] == "succeeded"
+    status, _h, body = daemon.fire("/run_once?wait=10", method="POST", body={"code": 4})
+    assert status == 200 and body["runs"][0]["state"] == "failed"
+    assert "exit status 4" in body["runs"][0]["error"]
+    info = daemon.status()["workers"]["once"]
+    assert (info["succeeded"], info["failed"], info["restarts"]) == (1, 1, 0)
+    stop_and_check(daemon)
+
+
+def test_idle_process_is_stopped(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("idler", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", idle_timeout=0.5)
+    daemon.event({"_id": "wake", "workers": {"idler": {}}})
+    wait_for(lambda: "wake" in daemon.status()["events"])
+    status, _h, _b = daemon.fire("/wake?wait=10")
+    assert status == 200
+    daemon.wait_status(lambda s: s["workers"]["idler"]["processes"] == [])
+    assert daemon.status()["workers"]["idler"]["restarts"] == 0
+    stop_and_check(daemon)
+
+
+def test_full_queue_answers_503_with_retry_after(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("busy", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", max_queue=2)
+    daemon.event({"_id": "work", "workers": {"busy": {"sleep": 2}}})
+    wait_for(lambda: "work" in daemon.status()["events"])
+    answers = [daemon.fire("/work") for _ in range(5)]
+    codes = [status for status, _h, _b in answers]
+    assert codes.count(503) >= 1 and codes[0] == 202
+    status, headers, body = next(a for a in answers if a[0] == 503)
+    assert body["error"] == "queue_full" and headers["Retry-After"]
+    stop_and_check(daemon)
+
+
+# -- documents change live -------------------------------------------------------------------
+def test_documents_take_effect_within_a_second(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    daemon.worker("echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+    started = time.monotonic()
+    daemon.event({"_id": "late", "trigger": {"/late": {"method": "GET"}}, "workers": {"echo": {"v": 1}}})
+    wait_for(lambda: daemon.fire("/late")[0] == 202, timeout=1.0)
+    assert time.monotonic() - started < 1.0
+
+    status, _h, body = daemon.fire("/late?wait=10")
+    first_pid = body["runs"][0]["answer"]["pid"]
+    daemon.worker("echo", {"w.py": REPLY_PY + "\n# v2\n"}, type="python", delegate="w.py", mode="reply")
+    new_rev = wait_for(lambda: daemon.status()["workers"]["echo"]["rev"].startswith("2-") and daemon.status()["workers"]["echo"]["rev"], timeout=1.0)
+    status, _h, body = daemon.fire("/late?wait=10")
+    assert status == 200 and body["runs"][0]["answer"]["pid"] != first_pid
+    procs = daemon.wait_status(lambda s: len(s["workers"]["echo"]["processes"]) == 1)["workers"]["echo"]["processes"]
+    assert procs[0]["rev"] == new_rev
+
+    delete_doc(daemon.couch_url, daemon.events_db, "late")
+    wait_for(lambda: daemon.fire("/late")[0] == 404, timeout=1.0)
+    stop_and_check(daemon)
+
+
+# -- CouchDB going away ----------------------------------------------------------------------
+def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    from couchdb_events.embedded import EmbeddedCouch
+
+    data = tmp_path / "couch-data"
+    couch = EmbeddedCouch(data_dir=data).start()
+    try:
+        url = couch.url
+        for db in ("ev", "wk"):
+            assert http("PUT", url + db)[0] == 201
+        put_worker(url, "wk", "echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+        put_doc(url, "ev", {"_id": "ping", "workers": {"echo": {}}})
+        daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
+        status, _h, body = daemon.fire("/ping?wait=10")
+        assert status == 200, body
+
+        couch.stop()
+        gone = daemon.wait_status(lambda s: not s["couchdb_events"]["couchdb_connected"], timeout=40)
+        assert gone["feeds"]["ev"]["last_error"]
+        # Known events still fire: dispatch never waits on CouchDB.
+        status, _h, body = daemon.fire("/ping?wait=10")
+        assert status == 200 and body["runs"][0]["state"] == "succeeded"
+
+        couch = EmbeddedCouch(data_dir=data, port=couch.port).start()
+        try:
+            daemon.wait_status(lambda s: s["couchdb_events"]["couchdb_connected"], timeout=40)
+        except AssertionError:
+            print(daemon.host.log_text()); print("\n".join(daemon.host.stderr)); raise
+        put_doc(url, "ev", {"_id": "pong", "workers": {"echo": {}}})
+        wait_for(lambda: daemon.fire("/pong")[0] == 202, timeout=5)
+        assert "connected again" in daemon.host.log_text()
+        stop_and_check(daemon)
+    finally:
+        couch.stop()
