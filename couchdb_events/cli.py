@@ -26,15 +26,20 @@ from . import __version__, logs
 from .config import INTERPRETERS_SECTION, SECTION, SETTINGS, Config
 from .errors import ConfigError, EventsError
 from .osdaemon import ChannelClosed, DaemonChannel
-from .service import Service, StartupError
+from .service import Service
 
 log = logs.get("cli")
 
 
 # -- configuration sources -----------------------------------------------------------------
 def read_ini(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """The ``[couchdb_events]`` and interpreter sections of an ini file (CouchDB's local.ini works)."""
-    parser = configparser.ConfigParser(interpolation=None, strict=False, comment_prefixes=(";", "#"))
+    """The ``[couchdb_events]`` and interpreter sections of an ini file.
+
+    CouchDB's own local.ini works: other sections are ignored.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None, strict=False, comment_prefixes=(";", "#")
+    )
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
         with path.open(encoding="utf-8") as handle:
@@ -66,7 +71,7 @@ def couchdb_url_from(channel: DaemonChannel) -> str:
     """CouchDB's own address, asked over the os_daemon channel (chttpd in 2.x, httpd in 1.x)."""
     port = channel.get("chttpd", "port") or channel.get("httpd", "port") or "5984"
     bind = channel.get("chttpd", "bind_address") or channel.get("httpd", "bind_address")
-    if not bind or bind in ("0.0.0.0", "::", "any"):  # noqa: S104 - comparing, not binding
+    if not bind or bind in ("0.0.0.0", "::", "any"):
         bind = "127.0.0.1"
     host = f"[{bind}]" if ":" in bind else bind
     return f"http://{host}:{port}/"
@@ -200,6 +205,9 @@ def parser() -> argparse.ArgumentParser:
     _add_settings(push)
     demo = sub.add_parser("demo", help="run the e-mail example end to end")
     _add_settings(demo)
+    demo.add_argument(
+        "--keep-running", action="store_true", help="keep the service up after the example"
+    )
     return top
 
 

@@ -10,6 +10,7 @@ exactly which setting to fix.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -69,7 +70,7 @@ def _seconds(key: str, value: str) -> float:
         number = float(value.strip())
     except ValueError:
         raise ConfigError(f"[{SECTION}] {key} = {value!r}: not a number of seconds") from None
-    if not number > 0 or number != number or number == float("inf"):
+    if not (math.isfinite(number) and number > 0):
         raise ConfigError(f"[{SECTION}] {key} = {value!r}: must be a positive number of seconds")
     return number
 
@@ -166,9 +167,7 @@ class Config:
                 if key not in _CONVERTERS:
                     known = ", ".join(sorted(_CONVERTERS))
                     raise ConfigError(f"[{SECTION}] {key}: unknown setting (known: {known})")
-                if not isinstance(value, str):
-                    value = str(value)
-                merged[key] = _CONVERTERS[key](key, value)
+                merged[key] = _CONVERTERS[key](key, str(value))
         table = dict(DEFAULT_INTERPRETERS)
         for name, command in (interpreters or {}).items():
             if not isinstance(command, str):

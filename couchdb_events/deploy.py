@@ -1,9 +1,9 @@
 """Worker code on disk: one directory per worker revision, written atomically.
 
 ``<work_dir>/workers/<worker>/<rev>/`` holds the attachments of that revision (the process's
-working directory); ``<work_dir>/data/<worker>/`` is the worker's own, kept across revisions. It is written
-into a temporary sibling directory first and renamed into place, so a process never sees half
-of a revision. Attachment names were checked when the document was read
+working directory); ``<work_dir>/data/<worker>/`` is the worker's own, kept across revisions.
+A revision is written into a temporary sibling directory first and renamed into place, so a
+process never sees half of a revision. Attachment names were checked when the document was read
 (``documents.unsafe_attachment_name``); they are checked again here before anything is written.
 """
 
@@ -78,7 +78,7 @@ class Deployer:
                     raise DocumentError(f"worker {spec.name!r}: attachment {name!r} escapes")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
-            os.chmod(staging, 0o755)
+            os.chmod(staging, 0o755)  # noqa: S103 - code, readable like any installed program
             try:
                 os.rename(staging, target)
             except OSError:
@@ -87,7 +87,9 @@ class Deployer:
                 # Another deployer won the race with the same content.
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        log.info("deployed worker %s rev %s (%d files) to %s", spec.name, spec.rev, len(files), target)
+        log.info(
+            "deployed worker %s rev %s (%d files) to %s", spec.name, spec.rev, len(files), target
+        )
         return target
 
     def prune(self, name: str, keep: set[str]) -> None:

@@ -6,6 +6,7 @@ so a 4xx/5xx answer means nothing was accepted and a 202 means everything was.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from . import logs
@@ -32,6 +33,7 @@ class Dispatcher:
         self._supervisor = supervisor
 
     def fire(self, request: Request) -> Fired:
+        loop = asyncio.get_running_loop()
         events = find_events(self._registry.events, request.method, request.path)
         parameters = request_parameters(request.query, request.body)
         runs: list[tuple[WorkerSpec, Message]] = []
@@ -42,12 +44,16 @@ class Dispatcher:
                     raise HTTPError(
                         404,
                         "worker_not_found",
-                        f"event {event.id!r} names worker {name!r}, which is not in the workers database",
+                        f"event {event.id!r} names worker {name!r}, "
+                        "which is not in the workers database",
                     )
                 if spec.error:
                     raise HTTPError(500, "worker_invalid", spec.error)
                 arguments = build_arguments(
-                    spec.arguments, event_arguments, parameters, f"event {event.id!r} (worker {name!r})"
+                    spec.arguments,
+                    event_arguments,
+                    parameters,
+                    f"event {event.id!r} (worker {name!r})",
                 )
                 wire = worker_request(
                     request.method,
@@ -58,7 +64,10 @@ class Dispatcher:
                     request.peer,
                     request.user,
                 )
-                runs.append((spec, Message(new_id(), event.id, name, arguments, wire)))
+                message = Message(
+                    new_id(), event.id, name, arguments, wire, outcome=loop.create_future()
+                )
+                runs.append((spec, message))
         for spec, _message in runs:
             self._supervisor.check(spec)
         for spec, message in runs:

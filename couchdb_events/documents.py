@@ -77,7 +77,7 @@ def _methods(event_id: str, path: str, options: Any) -> frozenset[str] | None:
     if options is None:
         return None
     if not isinstance(options, dict):
-        raise ValueError(f"trigger {path!r} must map to an object like {{\"method\": \"GET\"}}")
+        raise ValueError(f'trigger {path!r} must map to an object like {{"method": "GET"}}')
     method = options.get("method")
     if method is None:
         return None
@@ -91,14 +91,15 @@ def parse_event(doc: Mapping[str, Any]) -> EventSpec:
     """Read an event document. Never raises: a bad document gives a spec with ``error``."""
     event_id = str(doc.get("_id", ""))
     rev = str(doc.get("_rev", ""))
+    disabled = doc.get("disabled", False)
+    if not isinstance(disabled, bool):
+        return EventSpec(event_id, rev, error=f"event {event_id!r}: disabled must be true or false")
     try:
         triggers = _parse_triggers(event_id, doc.get("trigger"))
         workers = _parse_event_workers(doc.get("workers"))
     except ValueError as exc:
-        return EventSpec(event_id, rev, error=f"event {event_id!r}: {exc}")
-    disabled = doc.get("disabled", False)
-    if not isinstance(disabled, bool):
-        return EventSpec(event_id, rev, error=f"event {event_id!r}: disabled must be true or false")
+        # A disabled event stays disabled even while it is broken.
+        return EventSpec(event_id, rev, disabled=disabled, error=f"event {event_id!r}: {exc}")
     return EventSpec(event_id, rev, triggers, workers, disabled)
 
 
@@ -106,7 +107,9 @@ def _parse_triggers(event_id: str, trigger: Any) -> tuple[Trigger, ...]:
     if trigger is None:
         return ()
     if not isinstance(trigger, dict):
-        raise ValueError('"trigger" must be an object of paths, like {"/send_email": {"method": "GET"}}')
+        raise ValueError(
+            '"trigger" must be an object of paths, like {"/send_email": {"method": "GET"}}'
+        )
     out = []
     for path, options in trigger.items():
         if not path or not isinstance(path, str):
@@ -121,9 +124,8 @@ def _parse_event_workers(workers: Any) -> tuple[tuple[str, Mapping[str, Any]], .
     if not isinstance(workers, dict) or not workers:
         raise ValueError('"workers" must be a non-empty object of worker name -> arguments')
     out = []
-    for name, arguments in workers.items():
-        if arguments is None:
-            arguments = {}
+    for name, given in workers.items():
+        arguments = {} if given is None else given
         if not isinstance(arguments, dict):
             raise ValueError(f"the arguments for worker {name!r} must be an object")
         out.append((name, arguments))
@@ -132,20 +134,18 @@ def _parse_event_workers(workers: Any) -> tuple[tuple[str, Mapping[str, Any]], .
 
 def unsafe_attachment_name(name: str) -> str | None:
     """Why an attachment name would escape its worker's directory, or None if it is safe."""
-    if not name:
-        return "is empty"
-    if "\x00" in name:
-        return "contains a NUL byte"
-    if "\\" in name:
-        return "contains a backslash"
-    if name.startswith("/"):
-        return "is an absolute path"
-    parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        return "has an empty, '.' or '..' path segment"
-    if posixpath.normpath(name) != name:
-        return "is not a normal relative path"
-    return None
+    checks = (
+        (not name, "is empty"),
+        ("\x00" in name, "contains a NUL byte"),
+        ("\\" in name, "contains a backslash"),
+        (name.startswith("/"), "is an absolute path"),
+        (
+            any(part in ("", ".", "..") for part in name.split("/")),
+            "has an empty, '.' or '..' path segment",
+        ),
+        (posixpath.normpath(name) != name, "is not a normal relative path"),
+    )
+    return next((why for failed, why in checks if failed), None)
 
 
 def _int_field(doc: Mapping[str, Any], key: str, default: int) -> int:
@@ -179,7 +179,9 @@ def _parse_worker(name: str, rev: str, doc: Mapping[str, Any], config: Config) -
     for att_name in attachments:
         why = unsafe_attachment_name(att_name)
         if why:
-            raise ValueError(f"attachment name {att_name!r} {why}; it would escape the worker's directory")
+            raise ValueError(
+                f"attachment name {att_name!r} {why}; it would escape the worker's directory"
+            )
     delegate = doc.get("delegate")
     if not delegate:
         raise ValueError('no "delegate": name the attachment to run, like "delegate": "main.js"')
@@ -199,7 +201,9 @@ def _parse_worker(name: str, rev: str, doc: Mapping[str, Any], config: Config) -
     try:
         mode = Mode(doc.get("mode", Mode.STREAM.value))
     except ValueError:
-        raise ValueError(f"mode must be one of stream, reply, once, not {doc.get('mode')!r}") from None
+        raise ValueError(
+            f"mode must be one of stream, reply, once, not {doc.get('mode')!r}"
+        ) from None
     return WorkerSpec(
         name=name,
         rev=rev,

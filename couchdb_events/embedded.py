@@ -66,14 +66,26 @@ class EmbeddedCouch:
         workdir = self.data_dir or self._scratch
         assert workdir is not None
         workdir.mkdir(parents=True, exist_ok=True)
-        argv = [node, str(script), "--port", str(self.port), "--host", "127.0.0.1", "--no-stdout-logs"]
+        argv = [
+            node,
+            str(script),
+            "--port",
+            str(self.port),
+            "--host",
+            "127.0.0.1",
+            "--no-stdout-logs",
+        ]
         argv.append("--dir" if self.data_dir else "--in-memory")
         if self.data_dir:
             argv.append(str(self.data_dir))
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
-                argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                argv,
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
                 start_new_session=True,
             )
         finally:
@@ -82,11 +94,15 @@ class EmbeddedCouch:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise EmbeddedError(f"PouchDB Server exited at start (status {self._proc.returncode})")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(self.url, timeout=1) as answer:  # noqa: S310
-                    if answer.status == 200:
-                        return self
+                raise EmbeddedError(
+                    f"PouchDB Server exited at start (status {self._proc.returncode})"
+                )
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(self.url, timeout=1) as answer,  # noqa: S310
+            ):
+                if answer.status == 200:
+                    return self
             time.sleep(0.1)
         self.stop()
         raise EmbeddedError(f"PouchDB Server did not answer on {self.url} within {timeout:g} s")

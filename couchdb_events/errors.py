@@ -4,13 +4,13 @@
 
     EventsError                    base of everything raised on purpose
     ├── ConfigError                a setting is missing or has a bad value (names the key)
-    ├── DocumentError              an event or worker document is not usable (names the doc)
+    ├── DocumentError              an event or worker document is unusable (names the doc)
     ├── StoreError                 talking to CouchDB failed
     │   ├── Unreachable            no answer: refused, reset, timed out, DNS
     │   ├── NotFound               404 from CouchDB
     │   ├── Conflict               409 from CouchDB
     │   └── Unauthorized           401/403 from CouchDB
-    └── HTTPError                  an answer for the caller: status, error, reason (JSON like CouchDB's)
+    └── HTTPError                  an answer for the caller: status, error, reason (as CouchDB's)
 
 The storage layer turns python-couchdb's errors and ``OSError`` into ``StoreError``s; the HTTP
 layer turns ``HTTPError`` into a JSON answer.

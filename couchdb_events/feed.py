@@ -30,7 +30,9 @@ Apply = Callable[[list[dict[str, Any]]], None]
 class Feed:
     """One database's changes, applied on the loop. Runs in a daemon thread."""
 
-    def __init__(self, store: Store, db: str, apply: Apply, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, store: Store, db: str, apply: Apply, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.db = db
         self.since: Any = 0
         self.connected = False

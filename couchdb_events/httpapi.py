@@ -39,7 +39,9 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 
 
 def error_response(error: HTTPError) -> web.Response:
-    return json_response(error.status, {"error": error.error, "reason": error.reason}, error.headers)
+    return json_response(
+        error.status, {"error": error.error, "reason": error.reason}, error.headers
+    )
 
 
 @web.middleware
@@ -53,7 +55,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(HTTPError(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason))
+        return error_response(
+            HTTPError(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -74,7 +78,9 @@ def _wait_seconds(request: web.Request) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        raise HTTPError(400, "bad_request", f"wait must be a number of seconds, not {value!r}") from None
+        raise HTTPError(
+            400, "bad_request", f"wait must be a number of seconds, not {value!r}"
+        ) from None
     if not 0 <= seconds <= MAX_WAIT:
         raise HTTPError(400, "bad_request", f"wait must be between 0 and {MAX_WAIT:.0f} seconds")
     return seconds
@@ -126,11 +132,7 @@ class Api:
             {"id": m.id, "event": m.event, "worker": m.worker} for m in fired.messages
         ]
         if wait:
-            loop = asyncio.get_running_loop()
-            futures = []
-            for message in fired.messages:
-                message.outcome = loop.create_future()
-                futures.append(message.outcome)
+            futures = [m.outcome for m in fired.messages if m.outcome is not None]
             done, _pending = await asyncio.wait(futures, timeout=wait)
             if len(done) == len(futures):
                 for run, future in zip(runs, futures, strict=True):

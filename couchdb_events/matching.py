@@ -36,9 +36,7 @@ def find_events(events: Mapping[str, EventSpec], method: str, path: str) -> list
         if by_id.error:
             raise HTTPError(500, "event_invalid", by_id.error)
         known = True
-        methods = set(ID_METHODS)
-        for trigger in by_id.triggers:
-            methods |= trigger.methods or set()
+        methods = id_methods(by_id)
         if method in methods:
             matched[by_id.id] = by_id
         else:
@@ -67,6 +65,14 @@ def find_events(events: Mapping[str, EventSpec], method: str, path: str) -> list
             {"Allow": allow},
         )
     raise HTTPError(404, "not_found", f"no event has the id or trigger path {path}")
+
+
+def id_methods(event: EventSpec) -> set[str]:
+    """The methods that fire an event by its id: GET, POST and those its triggers name."""
+    methods = set(ID_METHODS)
+    for trigger in event.triggers:
+        methods |= trigger.methods or set()
+    return methods
 
 
 def build_arguments(
@@ -103,7 +109,7 @@ def _substitute(value: Any, parameters: Mapping[str, Any], where: str) -> Any:
 
 
 def request_parameters(query: Mapping[str, str], body: Any) -> dict[str, Any]:
-    """Parameters for ``":name"``: the query's, then those of an object body where not in the query."""
+    """Parameters for ``":name"``: the query's, then an object body's where not in the query."""
     parameters: dict[str, Any] = {}
     if isinstance(body, dict):
         parameters.update(body)

@@ -76,7 +76,10 @@ class Message:
             "arguments": self.arguments,
             "request": self.request,
         }
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        try:
+            return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: keep it escaped
+            return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
     def finish(self, outcome: Outcome) -> None:
         if self.outcome is not None and not self.outcome.done():

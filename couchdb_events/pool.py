@@ -80,7 +80,9 @@ class Pool:
         if self.state is PoolState.FAILED:
             raise HTTPError(503, "worker_failed", f"worker {self.name!r} failed: {self.last_error}")
         if self._closing:
-            raise HTTPError(503, "shutting_down", "couchdb-events is stopping", {"Retry-After": "5"})
+            raise HTTPError(
+                503, "shutting_down", "couchdb-events is stopping", {"Retry-After": "5"}
+            )
         if len(self.queue) >= self.spec.max_queue:
             raise HTTPError(
                 503,
@@ -118,7 +120,9 @@ class Pool:
                 delay = self._crash.retry_at - now
                 self._retry = asyncio.get_running_loop().call_later(delay, self._retry_start)
             return
-        idle = sum(1 for proc, w in self._waiters if not w.done() and proc.spec.rev == self.spec.rev)
+        idle = sum(
+            1 for proc, w in self._waiters if not w.done() and proc.spec.rev == self.spec.rev
+        )
         demand = len(self.queue) - idle - self._starting
         live = len(self._live())
         while demand > 0 and live < self.spec.processes:
@@ -194,7 +198,8 @@ class Pool:
         waiter: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
         self._waiters.append((proc, waiter))
         timeout = proc.spec.idle_timeout if proc.spec.mode is not Mode.ONCE else None
-        await asyncio.wait({waiter, proc.exited}, timeout=timeout, return_when="FIRST_COMPLETED")
+        pending: set[asyncio.Future[Any]] = {waiter, proc.exited}
+        await asyncio.wait(pending, timeout=timeout, return_when="FIRST_COMPLETED")
         if waiter.done():
             return waiter.result()
         waiter.cancel()
@@ -391,7 +396,9 @@ class Pool:
 def _answer_outcome(value: Any) -> Outcome:
     if isinstance(value, dict) and value.get("error"):
         reason = value.get("reason")
-        return Outcome("failed", value, f"{value['error']}: {reason}" if reason else str(value["error"]))
+        return Outcome(
+            "failed", value, f"{value['error']}: {reason}" if reason else str(value["error"])
+        )
     return Outcome("succeeded", value)
 
 

@@ -67,6 +67,7 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._ps: psutil.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
+        self._reaper: asyncio.Task[None] | None = None
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     @property
@@ -107,7 +108,7 @@ class WorkerProcess:
             asyncio.create_task(self._read(self._proc.stdout, self._on_stdout)),
             asyncio.create_task(self._read(self._proc.stderr, self._stderr_line)),
         ]
-        asyncio.create_task(self._reap())
+        self._reaper = asyncio.create_task(self._reap())
 
     def _stderr_line(self, proc: WorkerProcess, line: bytes) -> None:
         self.stderr_tail.append(line.decode("utf-8", "replace").rstrip("\n"))
@@ -177,7 +178,9 @@ class WorkerProcess:
             try:
                 return await asyncio.wait_for(asyncio.shield(self.exited), timeout=grace)
             except asyncio.TimeoutError:
-                log.info("%s did not stop within %.1f s; sending %s to its group", self, grace, sig.name)
+                log.info(
+                    "%s did not stop within %.1f s; sending %s to its group", self, grace, sig.name
+                )
                 self.kill_group(sig)
         return await self.exited
 

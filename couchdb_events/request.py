@@ -29,10 +29,15 @@ class Request:
 
 
 def strip_prefix(path: str) -> str:
-    """Accept both the proxy-stripped (``/email_event``) and full (``/_events/email_event``) forms."""
+    """Accept the proxy-stripped (``/email_event``) and the full (``/_events/email_event``) form."""
     if path == PREFIX or path.startswith(PREFIX + "/"):
         path = path[len(PREFIX) :]
     return path or "/"
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON: a worker's JSON parser would choke on them.
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
 def _media_type(content_type: str | None) -> tuple[str, str | None]:
@@ -54,7 +59,7 @@ def parse_body(content_type: str | None, raw: bytes) -> Any:
     media, charset = _media_type(content_type)
     if media == "application/json" or media.endswith("+json"):
         try:
-            return json.loads(raw.decode(charset or "utf-8"))
+            return json.loads(raw.decode(charset or "utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, LookupError) as exc:
             raise HTTPError(400, "bad_request", f"the JSON body is not valid text: {exc}") from None
         except json.JSONDecodeError as exc:

@@ -95,7 +95,9 @@ class Service:
                 asyncio.gather(*(f.caught_up.wait() for f in self.feeds)), self.config.startup_wait
             )
         except asyncio.TimeoutError:
-            errors = "; ".join(f.last_error or "no answer" for f in self.feeds if not f.caught_up.is_set())
+            errors = "; ".join(
+                f.last_error or "no answer" for f in self.feeds if not f.caught_up.is_set()
+            )
             raise StartupError(f"cannot read the events and workers databases: {errors}") from None
         await self._listen()
         self._sweeper = asyncio.create_task(self._sweep())
@@ -157,8 +159,9 @@ class Service:
                 raise StartupError(
                     f"cannot listen on {where}: the port is taken (set [couchdb_events] port)"
                 ) from None
+            reason = exc.strerror or exc
             raise StartupError(
-                f"cannot listen on {where}: {exc.strerror or exc} (check [couchdb_events] bind_address)"
+                f"cannot listen on {where}: {reason} (check [couchdb_events] bind_address)"
             ) from None
 
     @property
@@ -244,6 +247,6 @@ def _unused_worker(spec: WorkerSpec) -> dict[str, Any]:
 
 
 def _url_host(bind_address: str) -> str:
-    if bind_address in ("0.0.0.0", "", "::"):  # noqa: S104 - comparing, not binding
+    if bind_address in ("0.0.0.0", "", "::"):
         return "127.0.0.1"
     return f"[{bind_address}]" if ":" in bind_address else bind_address

@@ -1,10 +1,10 @@
 """CouchDB access. The only module that imports ``couchdb`` (python-couchdb).
 
-Every session has a socket timeout (python-couchdb has none by default), and every failure comes
-out as one of the project's ``StoreError``s: ``Unreachable`` for anything on the wire (python-couchdb
-raises a bare ``ConnectionRefusedError``, ``socket.timeout`` or ``http.client`` errors), ``NotFound``,
-``Conflict`` and ``Unauthorized`` for those answers, ``StoreError`` for the rest. All calls block:
-the asynchronous parts run them in threads.
+Every session has a socket timeout (python-couchdb has none by default), and every failure
+comes out as one of the project's ``StoreError``s: ``Unreachable`` for anything on the wire
+(python-couchdb raises a bare ``ConnectionRefusedError``, ``socket.timeout`` or ``http.client``
+errors), ``NotFound``, ``Conflict`` and ``Unauthorized`` for those answers, ``StoreError`` for
+the rest. All calls block: the asynchronous parts run them in threads.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Store:
     # -- server ---------------------------------------------------------------------------
     def version(self) -> str:
         """CouchDB's version string; raises ``Unreachable`` if it does not answer."""
-        return self._call(f"GET {redact_url(self.url)}", self._server.version)
+        return str(self._call(f"GET {redact_url(self.url)}", self._server.version))
 
     def exists(self, db: str) -> bool:
         return self._call(f"HEAD /{db}", lambda: db in self._server)
@@ -151,7 +151,9 @@ class Store:
         for name, att in (doc.get("_attachments") or {}).items():
             data = att.get("data") if isinstance(att, dict) else None
             if not isinstance(data, str):
-                raise StoreError(f"GET /{db}/{doc_id}?rev={rev}: attachment {name!r} came as a stub")
+                raise StoreError(
+                    f"GET /{db}/{doc_id}?rev={rev}: attachment {name!r} came as a stub"
+                )
             out[name] = base64.b64decode(data)
         return out
 

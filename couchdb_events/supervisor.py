@@ -25,7 +25,7 @@ HELPERS = Path(__file__).resolve().parent / "helpers"
 def worker_environment(service_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """A minimal environment for workers: no credentials of the daemon's leak into it."""
     base = os.environ if base is None else base
-    env = {
+    return {
         "PATH": base.get("PATH", os.defpath),
         "LANG": base.get("LANG", "C.UTF-8"),
         "HOME": base.get("HOME", "/"),
@@ -36,7 +36,6 @@ def worker_environment(service_url: str, base: Mapping[str, str] | None = None) 
         "COUCHDB_EVENTS_URL": service_url,
         "COUCHDB_EVENTS_PYTHON": sys.executable,
     }
-    return env
 
 
 class Supervisor:
