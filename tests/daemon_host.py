@@ -159,7 +159,7 @@ def http(
     all_headers.update(headers or {})
     request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             status, answer_headers, payload = answer.status, dict(answer.headers), answer.read()
     except urllib.error.HTTPError as exc:
         status, answer_headers, payload = exc.code, dict(exc.headers), exc.read()

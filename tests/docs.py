@@ -28,9 +28,7 @@ def delete_doc(couch_url: str, db: str, doc_id: str) -> None:
     assert status == 200, answer
 
 
-def put_worker(
-    couch_url: str, db: str, name: str, files: dict[str, str], **fields: Any
-) -> str:
+def put_worker(couch_url: str, db: str, name: str, files: dict[str, str], **fields: Any) -> str:
     """A worker document with its files as inline attachments, in one request."""
     attachments = {
         filename: {

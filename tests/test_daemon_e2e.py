@@ -24,11 +24,11 @@ pytestmark = pytest.mark.e2e
 DEMO = Path(__file__).resolve().parent.parent / "couchdb_events" / "demo"
 
 REPLY_PY = """
-import json, sys, time
+import json, os, sys, time
 for line in sys.stdin:
     message = json.loads(line)
     time.sleep(message["arguments"].get("sleep", 0))
-    print(json.dumps({"pid": __import__("os").getpid(), "arguments": message["arguments"]}), flush=True)
+    print(json.dumps({"pid": os.getpid(), "arguments": message["arguments"]}), flush=True)
 """
 
 STREAM_PY = """
@@ -76,7 +76,9 @@ class Daemon:
     couch_url: str
     work_dir: Path
 
-    def fire(self, path: str, method: str = "GET", **kwargs: Any) -> tuple[int, dict[str, str], Any]:
+    def fire(
+        self, path: str, method: str = "GET", **kwargs: Any
+    ) -> tuple[int, dict[str, str], Any]:
         return http(method, self.url + path.lstrip("/"), **kwargs)
 
     def status(self) -> dict[str, Any]:
@@ -91,7 +93,9 @@ class Daemon:
     def worker(self, name: str, files: dict[str, str], **fields: Any) -> str:
         return put_worker(self.couch_url, self.workers_db, name, files, **fields)
 
-    def wait_status(self, check: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+    def wait_status(
+        self, check: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             body = self.status()
@@ -106,10 +110,17 @@ StartDaemon = Callable[..., Daemon]
 
 
 @pytest.fixture
-def start_daemon(couch_url: str, fresh_db: Callable[[str], str], tmp_path: Path) -> Iterator[StartDaemon]:
+def start_daemon(
+    couch_url: str, fresh_db: Callable[[str], str], tmp_path: Path
+) -> Iterator[StartDaemon]:
     hosts: list[DaemonHost] = []
 
-    def start(wait: bool = True, events_db: str | None = None, workers_db: str | None = None, **settings: str) -> Daemon:
+    def start(
+        wait: bool = True,
+        events_db: str | None = None,
+        workers_db: str | None = None,
+        **settings: str,
+    ) -> Daemon:
         events = events_db or fresh_db("events")
         workers = workers_db or fresh_db("workers")
         port = free_port()
@@ -165,7 +176,9 @@ def push_demo(daemon: Daemon) -> None:
     worker = json.loads((DEMO / "send_email" / "doc.json").read_text())
     daemon.event(event)
     name = worker.pop("_id")
-    daemon.worker(name, {"sendmail.js": (DEMO / "send_email" / "sendmail.js").read_text()}, **worker)
+    daemon.worker(
+        name, {"sendmail.js": (DEMO / "send_email" / "sendmail.js").read_text()}, **worker
+    )
 
 
 def outbox(daemon: Daemon, worker: str = "send_email") -> list[Path]:
@@ -253,7 +266,9 @@ def test_port_taken_is_logged_precisely(start_daemon: StartDaemon) -> None:
         ("colour", "blue", "colour: unknown setting"),
     ],
 )
-def test_bad_setting_is_named_in_the_log(start_daemon: StartDaemon, key: str, value: str, needle: str) -> None:
+def test_bad_setting_is_named_in_the_log(
+    start_daemon: StartDaemon, key: str, value: str, needle: str
+) -> None:
     daemon = start_daemon(wait=False, **{key: value})
     assert daemon.host.wait(15) == 1
     assert needle in daemon.host.log_text("error")
@@ -263,16 +278,33 @@ def test_bad_setting_is_named_in_the_log(start_daemon: StartDaemon, key: str, va
 def test_bad_requests_get_precise_json_errors(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
     daemon.worker("echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
-    daemon.event({"_id": "echo_event", "trigger": {"/echo": {"method": "POST"}}, "workers": {"echo": {"who": ":name"}}})
+    daemon.event(
+        {
+            "_id": "echo_event",
+            "trigger": {"/echo": {"method": "POST"}},
+            "workers": {"echo": {"who": ":name"}},
+        }
+    )
     wait_for(lambda: "echo_event" in daemon.status()["events"])
 
     status, _h, body = daemon.fire("/nothing_here")
     assert (status, body["error"]) == (404, "not_found")
     status, headers, body = daemon.fire("/echo", method="DELETE")
     assert (status, body["error"], headers["Allow"]) == (405, "method_not_allowed", "POST")
-    status, _h, body = daemon.fire("/echo", method="POST", raw=b'{"name": ', headers={"Content-Type": "application/json"})
-    assert status == 400 and "not valid JSON" in body["reason"] and "line 1 column 10" in body["reason"]
-    status, _h, body = daemon.fire("/echo", method="POST", raw=b"a=%zz&&", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status, _h, body = daemon.fire(
+        "/echo", method="POST", raw=b'{"name": ', headers={"Content-Type": "application/json"}
+    )
+    assert (
+        status == 400
+        and "not valid JSON" in body["reason"]
+        and "line 1 column 10" in body["reason"]
+    )
+    status, _h, body = daemon.fire(
+        "/echo",
+        method="POST",
+        raw=b"a=%zz&&",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert status == 400 and body["error"] == "bad_request"
     status, _h, body = daemon.fire("/echo", method="POST")
     assert status == 400 and "'name'" in body["reason"]
@@ -287,7 +319,9 @@ def test_broken_workers_and_events_are_clear_errors(start_daemon: StartDaemon) -
     daemon = start_daemon()
     daemon.worker("no_delegate", {"w.py": REPLY_PY}, type="python")
     daemon.worker("odd_type", {"w.cob": "x"}, type="cobol", delegate="w.cob")
-    daemon.worker("escaper", {"../../evil.py": "print(1)", "w.py": REPLY_PY}, type="python", delegate="w.py")
+    daemon.worker(
+        "escaper", {"../../evil.py": "print(1)", "w.py": REPLY_PY}, type="python", delegate="w.py"
+    )
     for name in ("no_delegate", "odd_type", "escaper", "missing"):
         daemon.event({"_id": f"fire_{name}", "workers": {name: {}}})
     wait_for(lambda: len(daemon.status()["events"]) == 4 and len(daemon.status()["workers"]) == 3)
@@ -304,7 +338,10 @@ def test_broken_workers_and_events_are_clear_errors(start_daemon: StartDaemon) -
     workers = daemon.status()["workers"]
     assert workers["escaper"]["state"] == "invalid" and "escape" in workers["escaper"]["last_error"]
     assert "unknown type" in daemon.host.log_text("error")
-    assert not (daemon.work_dir / "evil.py").exists() and not (daemon.work_dir.parent / "evil.py").exists()
+    assert (
+        not (daemon.work_dir / "evil.py").exists()
+        and not (daemon.work_dir.parent / "evil.py").exists()
+    )
     stop_and_check(daemon)
 
 
@@ -320,8 +357,12 @@ def test_worker_that_dies_at_start_backs_off_then_fails(start_daemon: StartDaemo
         assert status == 200, (attempt, body)
         [run] = body["runs"]
         assert run["state"] == "failed" and "exit status 3" in run["error"]
-    info = daemon.wait_status(lambda s: s["workers"]["dies"]["state"] == "failed")["workers"]["dies"]
-    assert "exit status 3" in info["last_error"] and "cannot open the mail relay" in info["last_error"]
+    info = daemon.wait_status(lambda s: s["workers"]["dies"]["state"] == "failed")["workers"][
+        "dies"
+    ]
+    assert (
+        "exit status 3" in info["last_error"] and "cannot open the mail relay" in info["last_error"]
+    )
     assert (info["failed"], info["restarts"]) == (3, 3)
     status, _h, body = daemon.fire("/doomed")
     assert (status, body["error"]) == (503, "worker_failed")
@@ -337,7 +378,9 @@ def test_worker_that_dies_at_start_backs_off_then_fails(start_daemon: StartDaemo
 # -- worker styles ----------------------------------------------------------------------------
 def test_reply_messages_go_to_idle_processes(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
-    daemon.worker("slow", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", processes=2)
+    daemon.worker(
+        "slow", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", processes=2
+    )
     daemon.event({"_id": "slow_event", "workers": {"slow": {"sleep": 0.5}}})
     wait_for(lambda: "slow_event" in daemon.status()["events"])
     import concurrent.futures
@@ -385,7 +428,9 @@ def test_once_worker_exit_status_is_the_outcome(start_daemon: StartDaemon) -> No
 
 def test_idle_process_is_stopped(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
-    daemon.worker("idler", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", idle_timeout=0.5)
+    daemon.worker(
+        "idler", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", idle_timeout=0.5
+    )
     daemon.event({"_id": "wake", "workers": {"idler": {}}})
     wait_for(lambda: "wake" in daemon.status()["events"])
     status, _h, _b = daemon.fire("/wake?wait=10")
@@ -397,13 +442,15 @@ def test_idle_process_is_stopped(start_daemon: StartDaemon) -> None:
 
 def test_full_queue_answers_503_with_retry_after(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
-    daemon.worker("busy", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", max_queue=2)
+    daemon.worker(
+        "busy", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", max_queue=2
+    )
     daemon.event({"_id": "work", "workers": {"busy": {"sleep": 2}}})
     wait_for(lambda: "work" in daemon.status()["events"])
     answers = [daemon.fire("/work") for _ in range(5)]
     codes = [status for status, _h, _b in answers]
     assert codes.count(503) >= 1 and codes[0] == 202
-    status, headers, body = next(a for a in answers if a[0] == 503)
+    _status, headers, body = next(a for a in answers if a[0] == 503)
     assert body["error"] == "queue_full" and headers["Retry-After"]
     stop_and_check(daemon)
 
@@ -413,17 +460,29 @@ def test_documents_take_effect_within_a_second(start_daemon: StartDaemon) -> Non
     daemon = start_daemon()
     daemon.worker("echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
     started = time.monotonic()
-    daemon.event({"_id": "late", "trigger": {"/late": {"method": "GET"}}, "workers": {"echo": {"v": 1}}})
+    daemon.event(
+        {"_id": "late", "trigger": {"/late": {"method": "GET"}}, "workers": {"echo": {"v": 1}}}
+    )
     wait_for(lambda: daemon.fire("/late")[0] == 202, timeout=1.0)
     assert time.monotonic() - started < 1.0
 
     status, _h, body = daemon.fire("/late?wait=10")
     first_pid = body["runs"][0]["answer"]["pid"]
-    daemon.worker("echo", {"w.py": REPLY_PY + "\n# v2\n"}, type="python", delegate="w.py", mode="reply")
-    new_rev = wait_for(lambda: daemon.status()["workers"]["echo"]["rev"].startswith("2-") and daemon.status()["workers"]["echo"]["rev"], timeout=1.0)
+    daemon.worker(
+        "echo", {"w.py": REPLY_PY + "\n# v2\n"}, type="python", delegate="w.py", mode="reply"
+    )
+    new_rev = wait_for(
+        lambda: (
+            daemon.status()["workers"]["echo"]["rev"].startswith("2-")
+            and daemon.status()["workers"]["echo"]["rev"]
+        ),
+        timeout=1.0,
+    )
     status, _h, body = daemon.fire("/late?wait=10")
     assert status == 200 and body["runs"][0]["answer"]["pid"] != first_pid
-    procs = daemon.wait_status(lambda s: len(s["workers"]["echo"]["processes"]) == 1)["workers"]["echo"]["processes"]
+    procs = daemon.wait_status(lambda s: len(s["workers"]["echo"]["processes"]) == 1)["workers"][
+        "echo"
+    ]["processes"]
     assert procs[0]["rev"] == new_rev
 
     delete_doc(daemon.couch_url, daemon.events_db, "late")
@@ -441,14 +500,18 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
         url = couch.url
         for db in ("ev", "wk"):
             assert http("PUT", url + db)[0] == 201
-        put_worker(url, "wk", "echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+        put_worker(
+            url, "wk", "echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply"
+        )
         put_doc(url, "ev", {"_id": "ping", "workers": {"echo": {}}})
         daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
         status, _h, body = daemon.fire("/ping?wait=10")
         assert status == 200, body
 
         couch.stop()
-        gone = daemon.wait_status(lambda s: not s["couchdb_events"]["couchdb_connected"], timeout=40)
+        gone = daemon.wait_status(
+            lambda s: not s["couchdb_events"]["couchdb_connected"], timeout=40
+        )
         assert gone["feeds"]["ev"]["last_error"]
         # Known events still fire: dispatch never waits on CouchDB.
         status, _h, body = daemon.fire("/ping?wait=10")
@@ -458,10 +521,100 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
         try:
             daemon.wait_status(lambda s: s["couchdb_events"]["couchdb_connected"], timeout=40)
         except AssertionError:
-            print(daemon.host.log_text()); print("\n".join(daemon.host.stderr)); raise
+            print(daemon.host.log_text())
+            print("\n".join(daemon.host.stderr))
+            raise
         put_doc(url, "ev", {"_id": "pong", "workers": {"echo": {}}})
         wait_for(lambda: daemon.fire("/pong")[0] == 202, timeout=5)
         assert "connected again" in daemon.host.log_text()
         stop_and_check(daemon)
     finally:
         couch.stop()
+
+
+# -- the message ------------------------------------------------------------------------------
+HELPER_PY = """
+import couchdb_events_worker as w
+
+def handle(message):
+    if message["arguments"].get("fail"):
+        raise ValueError("asked to fail")
+    return {"headers": message["request"]["headers"], "arguments": message["arguments"]}
+
+w.run(handle, mode="reply")
+"""
+
+HELPER_JS = """
+const { onMessage } = require('couchdb-events-worker');
+onMessage(
+  async (message) => ({ node: true, body: message.request.body, query: message.request.query }),
+  { mode: 'reply' },
+);
+"""
+
+
+def test_credentials_never_reach_workers_and_helpers_are_on_the_path(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon()
+    daemon.worker(
+        "py",
+        {"w.py": HELPER_PY},
+        type="python",
+        delegate="w.py",
+        mode="reply",
+        arguments={"a": 1, "b": 1},
+    )
+    daemon.worker("js", {"w.js": HELPER_JS}, type="node", delegate="w.js", mode="reply")
+    daemon.event(
+        {
+            "_id": "both",
+            "trigger": {"/both": {"method": "POST"}},
+            "workers": {"py": {"b": 2}, "js": {}},
+        }
+    )
+    wait_for(lambda: "both" in daemon.status()["events"])
+    secret = {
+        "Authorization": "Basic YWRtaW46c2VjcmV0",
+        "Cookie": "AuthSession=abc",
+        "X-Trace": "t1",
+    }
+    status, _h, body = daemon.fire(
+        "/both?wait=10&q=1", method="POST", body={"x": [1, 2]}, headers=secret
+    )
+    assert status == 200, body
+    by_worker = {run["worker"]: run for run in body["runs"]}
+    py = by_worker["py"]["answer"]
+    assert py["arguments"] == {"a": 1, "b": 2}
+    headers = {k.lower(): v for k, v in py["headers"].items()}
+    assert "authorization" not in headers and "cookie" not in headers
+    assert headers["x-trace"] == "t1"
+    assert by_worker["js"]["answer"] == {
+        "node": True,
+        "body": {"x": [1, 2]},
+        "query": {"wait": "10", "q": "1"},
+    }
+
+    daemon.event({"_id": "fail", "workers": {"py": {"fail": True}}})
+    wait_for(lambda: "fail" in daemon.status()["events"])
+    status, _h, body = daemon.fire("/fail?wait=10")
+    assert body["runs"][0]["state"] == "failed" and "asked to fail" in body["runs"][0]["error"]
+    stop_and_check(daemon)
+
+
+def test_worker_output_goes_to_the_log_never_to_stdout(start_daemon: StartDaemon) -> None:
+    noisy = (
+        "import sys\n"
+        "for line in sys.stdin:\n"
+        "    print('plain text on stdout', flush=True)\n"
+        "    print('a note on stderr', file=sys.stderr, flush=True)\n"
+    )
+    daemon = start_daemon()
+    daemon.worker("noisy", {"w.py": noisy}, type="python", delegate="w.py")
+    daemon.event({"_id": "noise", "workers": {"noisy": {}}})
+    wait_for(lambda: "noise" in daemon.status()["events"])
+    assert daemon.fire("/noise")[0] == 202
+    daemon.host.wait_for_log("plain text on stdout")
+    daemon.host.wait_for_log("a note on stderr")
+    stop_and_check(daemon)
+    assert daemon.host.invalid == []
