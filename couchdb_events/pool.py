@@ -38,6 +38,8 @@ from .states import CrashPolicy, PoolState, ProcessState
 
 log = logs.get("pool")
 
+FETCH_RETRY = 2.0  # seconds between attempts to fetch a worker's code while CouchDB is away
+
 
 @dataclass
 class Counters:
@@ -160,10 +162,14 @@ class Pool:
             self._fail(str(exc))
             return
         except StoreError as exc:
+            # CouchDB is away: not the worker's fault. Keep the queue and try again shortly.
             self._starting -= 1
             self.processes.remove(proc)
-            self._note_error(f"cannot fetch the code of worker {self.name!r}: {exc}")
-            self._crash.exited(time.monotonic(), time.monotonic(), expected=False)
+            error = f"cannot fetch the code of worker {self.name!r}, retrying: {exc}"
+            self._note_error(error)
+            log.warning("%s", error)
+            self.state = PoolState.BACKOFF
+            self._crash.retry_at = time.monotonic() + FETCH_RETRY
             self._maybe_start()
             return
         except Exception as exc:  # pragma: no cover - unexpected, but never kill the loop

@@ -146,7 +146,9 @@ class Service:
             raise StartupError(f"database {db!r}: {exc}") from None
 
     async def _listen(self) -> None:
-        self._runner = web.AppRunner(self.api.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            self.api.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.bind_address, self.config.port, backlog=1024)
         try:
@@ -178,13 +180,14 @@ class Service:
             self.supervisor.sweep()
 
     async def stop(self) -> None:
-        """Stop listening, stop every worker process, stop following CouchDB."""
+        """Stop every worker process (new requests get 503 meanwhile), stop listening, stop
+        following CouchDB. Requests waiting for an answer get theirs (failed) first."""
         log.info("stopping")
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self.supervisor.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.supervisor.close()
         for feed in self.feeds:
             feed.stop()
         logging.getLogger(logs.LOGGER_NAME).removeHandler(self.last_error)

@@ -16,6 +16,7 @@ from typing import Any
 from .config import Config
 from .deploy import Deployer
 from .documents import WorkerSpec
+from .errors import HTTPError
 from .message import Message
 from .pool import Pool
 
@@ -47,6 +48,10 @@ class Supervisor:
         self._closed = False
 
     def _pool(self, spec: WorkerSpec) -> Pool:
+        if self._closed:
+            raise HTTPError(
+                503, "shutting_down", "couchdb-events is stopping", {"Retry-After": "5"}
+            )
         pool = self.pools.get(spec.name)
         if pool is None:
             pool = Pool(spec, self._deployer, self._env, self._config.stop_timeout)

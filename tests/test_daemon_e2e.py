@@ -312,6 +312,11 @@ def test_bad_requests_get_precise_json_errors(start_daemon: StartDaemon) -> None
     assert status == 200 and body["runs"][0]["answer"]["arguments"] == {"who": "ann"}
     status, _h, body = daemon.fire("/_nonsense")
     assert status == 404
+    big = b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    status, _h, body = daemon.fire(
+        "/echo", method="POST", raw=big, headers={"Content-Type": "application/json"}
+    )
+    assert (status, body["error"]) == (413, "too_large")
     stop_and_check(daemon)
 
 
@@ -504,6 +509,10 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
             url, "wk", "echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply"
         )
         put_doc(url, "ev", {"_id": "ping", "workers": {"echo": {}}})
+        put_worker(
+            url, "wk", "later", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply"
+        )
+        put_doc(url, "ev", {"_id": "later", "workers": {"later": {}}})
         daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
         status, _h, body = daemon.fire("/ping?wait=10")
         assert status == 200, body
@@ -516,6 +525,13 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
         # Known events still fire: dispatch never waits on CouchDB.
         status, _h, body = daemon.fire("/ping?wait=10")
         assert status == 200 and body["runs"][0]["state"] == "succeeded"
+        # A worker whose code was never fetched: the message waits, it is not lost.
+        status, _h, body = daemon.fire("/later")
+        assert status == 202
+        later = daemon.wait_status(
+            lambda s: "cannot fetch" in (s["workers"]["later"]["last_error"] or "")
+        )
+        assert later["workers"]["later"]["queued"] == 1
 
         couch = EmbeddedCouch(data_dir=data, port=couch.port).start()
         try:
@@ -524,6 +540,8 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
             print(daemon.host.log_text())
             print("\n".join(daemon.host.stderr))
             raise
+        done = daemon.wait_status(lambda s: s["workers"]["later"]["succeeded"] == 1, timeout=15)
+        assert done["workers"]["later"]["queued"] == 0
         put_doc(url, "ev", {"_id": "pong", "workers": {"echo": {}}})
         wait_for(lambda: daemon.fire("/pong")[0] == 202, timeout=5)
         assert "connected again" in daemon.host.log_text()
@@ -618,3 +636,25 @@ def test_worker_output_goes_to_the_log_never_to_stdout(start_daemon: StartDaemon
     daemon.host.wait_for_log("a note on stderr")
     stop_and_check(daemon)
     assert daemon.host.invalid == []
+
+
+def test_stdin_eof_while_a_caller_waits_for_an_answer(start_daemon: StartDaemon) -> None:
+    import threading
+
+    daemon = start_daemon()
+    daemon.worker("sleepy", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+    daemon.event({"_id": "nap", "workers": {"sleepy": {"sleep": 60}}})
+    wait_for(lambda: "nap" in daemon.status()["events"])
+    answers: list[tuple[int, dict[str, str], Any]] = []
+    caller = threading.Thread(target=lambda: answers.append(daemon.fire("/nap?wait=60")))
+    caller.start()
+    daemon.wait_status(
+        lambda s: (
+            s["workers"]["sleepy"]["processes"]
+            and s["workers"]["sleepy"]["processes"][0]["current"]
+        )
+    )
+    stop_and_check(daemon)
+    caller.join(5)
+    [(status, _h, body)] = answers
+    assert status == 200 and body["runs"][0]["state"] == "failed"
