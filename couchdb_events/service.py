@@ -25,6 +25,7 @@ from .errors import EventsError, StoreError, Unauthorized, Unreachable
 from .feed import Feed
 from .httpapi import Api
 from .registry import Registry
+from .router import Router
 from .store import Store
 from .supervisor import Supervisor, worker_environment
 
@@ -63,7 +64,8 @@ class Service:
         self.supervisor = Supervisor(config, self.deployer, worker_environment(service_url))
         self.registry = Registry(config, self._worker_changed)
         self.dispatcher = Dispatcher(self.registry, self.supervisor)
-        self.api = Api(self.dispatcher, self, config.max_body)
+        self.router = Router(self.dispatcher, self)
+        self.api = Api(self.router, config.max_body)
         self.feeds: list[Feed] = []
         self.last_error = LastError()
         self._runner: web.AppRunner | None = None
