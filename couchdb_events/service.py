@@ -52,9 +52,11 @@ class LastError(logging.Handler):
 
 
 class Service:
-    def __init__(self, config: Config, host: str) -> None:
+    def __init__(self, config: Config, host: str, listen: bool = True) -> None:
+        """``listen``: serve HTTP on bind_address:port (the external host answers on stdin)."""
         self.config = config
         self.host = host
+        self.listen = listen
         self.started = time.time()
         self.store = Store(config.couchdb_url, config.couchdb_timeout)
         # The feed waits up to LONGPOLL on the server: its socket timeout must be longer.
@@ -101,14 +103,15 @@ class Service:
                 f.last_error or "no answer" for f in self.feeds if not f.caught_up.is_set()
             )
             raise StartupError(f"cannot read the events and workers databases: {errors}") from None
-        await self._listen()
+        if self.listen:
+            await self._listen()
         self._sweeper = asyncio.create_task(self._sweep())
+        where = f"listening on {self.config.bind_address}:{self.port}" if self.listen else "ready"
         log.info(
-            "couchdb-events %s (%s) listening on %s:%d with %d events and %d workers",
+            "couchdb-events %s (%s) %s with %d events and %d workers",
             __version__,
             self.host,
-            self.config.bind_address,
-            self.port,
+            where,
             len(self.registry.events),
             len(self.registry.workers),
         )
