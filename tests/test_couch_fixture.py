@@ -1,0 +1,100 @@
+"""The test server itself: PouchDB Server behaves enough like CouchDB for our tests."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.couch import FreshDb, PouchServer, http_json
+
+
+def test_server_answers_on_loopback(couch: PouchServer, couch_url: str) -> None:
+    assert couch_url == f"http://127.0.0.1:{couch.port}/"
+    status, welcome = http_json("GET", couch_url)
+    assert status == 200
+    assert "version" in welcome
+
+
+def test_document_round_trip_in_fresh_db(couch_url: str, fresh_db: FreshDb) -> None:
+    name = fresh_db("docs")
+    assert name.startswith("t_docs_")
+    db = couch_url + name
+
+    status, created = http_json("PUT", db + "/greeting", {"text": "hello", "n": 1})
+    assert status == 201
+    assert created["ok"] is True
+
+    status, doc = http_json("GET", db + "/greeting")
+    assert status == 200
+    assert doc["_id"] == "greeting"
+    assert doc["_rev"] == created["rev"]
+    assert (doc["text"], doc["n"]) == ("hello", 1)
+
+    status, conflict = http_json("PUT", db + "/greeting", {"text": "no rev"})
+    assert (status, conflict["error"]) == (409, "conflict")
+
+
+def test_longpoll_changes_return_after_a_write(couch_url: str, fresh_db: FreshDb) -> None:
+    db = couch_url + fresh_db("changes")
+    _, info = http_json("GET", db)
+    since = info["update_seq"]
+    answers: queue.Queue[tuple[int, Any] | BaseException] = queue.Queue()
+
+    def longpoll() -> None:
+        try:
+            answers.put(http_json("GET", f"{db}/_changes?feed=longpoll&since={since}"))
+        except BaseException as error:  # handed to the test, which raises it
+            answers.put(error)
+
+    poller = threading.Thread(target=longpoll, daemon=True)
+    poller.start()
+    try:
+        time.sleep(0.5)
+        assert answers.empty(), "the longpoll returned before any write"
+
+        status, _ = http_json("PUT", db + "/wake-up", {"n": 1})
+        assert status == 201
+        written = time.monotonic()
+        try:
+            answer = answers.get(timeout=2.0)
+        except queue.Empty:
+            pytest.fail("the longpoll did not return within 2 s of the write")
+        assert time.monotonic() - written < 2.0
+        if isinstance(answer, BaseException):
+            raise answer
+        status, changes = answer
+        assert status == 200
+        assert [row["id"] for row in changes["results"]] == ["wake-up"]
+        assert changes["last_seq"] != since
+    finally:
+        if poller.is_alive():
+            # PouchDB Server ignores `timeout` on feeds: only a change ends the request.
+            http_json("PUT", db + "/release", {})
+        poller.join(timeout=5.0)
+
+
+def test_fresh_databases_are_isolated(couch_url: str, fresh_db: FreshDb) -> None:
+    first, second = fresh_db(), fresh_db()
+    assert first != second
+    assert first.startswith("t_db_")
+
+    status, _ = http_json("PUT", f"{couch_url}{first}/only-here", {"where": "first"})
+    assert status == 201
+
+    status, missing = http_json("GET", f"{couch_url}{second}/only-here")
+    assert (status, missing["error"]) == (404, "not_found")
+    _, first_info = http_json("GET", couch_url + first)
+    _, second_info = http_json("GET", couch_url + second)
+    assert (first_info["doc_count"], second_info["doc_count"]) == (1, 0)
+
+    _, all_dbs = http_json("GET", couch_url + "_all_dbs")
+    assert {first, second} <= set(all_dbs)
+
+
+def test_fresh_db_rejects_names_couchdb_would_refuse(fresh_db: FreshDb) -> None:
+    with pytest.raises(ValueError, match="not a valid CouchDB database name"):
+        fresh_db("Upper")
