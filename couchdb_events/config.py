@@ -39,6 +39,9 @@ DEFAULT_INTERPRETERS: dict[str, tuple[str, ...]] = {
 
 T = TypeVar("T")
 
+# Who may read /_events/_status: admins only, any authenticated user, or anyone.
+STATUS_ACCESS = ("admin", "user", "public")
+
 
 def default_work_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -105,6 +108,22 @@ def _log_level(key: str, value: str) -> str:
     return level
 
 
+def _boolean(key: str, value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return True
+    if word in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"[{SECTION}] {key} = {value!r}: true or false")
+
+
+def _status_access(key: str, value: str) -> str:
+    word = value.strip().lower()
+    if word not in STATUS_ACCESS:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: one of {', '.join(STATUS_ACCESS)}")
+    return word
+
+
 def _text(key: str, value: str) -> str:
     if not value.strip():
         raise ConfigError(f"[{SECTION}] {key} is empty")
@@ -140,6 +159,10 @@ class Config:
     idle_timeout: float = 60.0
     max_queue: int = 1000
     max_body: int = 1024 * 1024
+    require_valid_user: bool = False
+    status_access: str = "admin"
+    session_cache_ttl: float = 10.0
+    session_cache_size: int = 1000
     interpreters: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_INTERPRETERS)
     )
@@ -197,6 +220,10 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "idle_timeout": _seconds,
     "max_queue": _positive_int,
     "max_body": _positive_int,
+    "require_valid_user": _boolean,
+    "status_access": _status_access,
+    "session_cache_ttl": _seconds,
+    "session_cache_size": _positive_int,
 }
 
 SETTINGS = tuple(_CONVERTERS)

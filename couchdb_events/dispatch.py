@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass
 
 from . import logs
-from .documents import WorkerSpec
+from .documents import EventSpec, WorkerSpec
 from .errors import HTTPError
 from .matching import build_arguments, find_events, request_parameters
 from .message import Message, new_id, worker_request
@@ -32,9 +32,15 @@ class Dispatcher:
         self._registry = registry
         self._supervisor = supervisor
 
-    def fire(self, request: Request) -> Fired:
+    def match(self, request: Request) -> list[EventSpec]:
+        """The events the request fires; raises 404/405 (or 500 for a broken event)."""
+        return find_events(self._registry.events, request.method, request.path)
+
+    def fire(self, request: Request, events: list[EventSpec] | None = None) -> Fired:
+        """Queue one message per worker run of ``events`` (matched now when not given)."""
         loop = asyncio.get_running_loop()
-        events = find_events(self._registry.events, request.method, request.path)
+        if events is None:
+            events = self.match(request)
         parameters = request_parameters(request.query, request.body)
         runs: list[tuple[WorkerSpec, Message]] = []
         for event in events:

@@ -50,6 +50,8 @@ class EventSpec:
     workers: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     disabled: bool = False
     error: str | None = None
+    roles: tuple[str, ...] = ()  # only callers with one of these (or _admin) may fire it
+    public: bool = False  # anyone may fire it, even where a valid user is required
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,23 @@ def parse_event(doc: Mapping[str, Any]) -> EventSpec:
     try:
         triggers = _parse_triggers(event_id, doc.get("trigger"))
         workers = _parse_event_workers(doc.get("workers"))
+        roles, public = _parse_access(doc)
     except ValueError as exc:
         # A disabled event stays disabled even while it is broken.
         return EventSpec(event_id, rev, disabled=disabled, error=f"event {event_id!r}: {exc}")
-    return EventSpec(event_id, rev, triggers, workers, disabled)
+    return EventSpec(event_id, rev, triggers, workers, disabled, roles=roles, public=public)
+
+
+def _parse_access(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
+    roles = doc.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
+        raise ValueError('"roles" must be a list of role names, like ["mailers"]')
+    public = doc.get("public", False)
+    if not isinstance(public, bool):
+        raise ValueError('"public" must be true or false')
+    if public and roles:
+        raise ValueError('an event is either "public" or limited to "roles", not both')
+    return tuple(roles), public
 
 
 def _parse_triggers(event_id: str, trigger: Any) -> tuple[Trigger, ...]:

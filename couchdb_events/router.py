@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from . import __version__
+from .access import Access, User, check_events, check_status, credentials, needs_user
+from .config import Config
 from .dispatch import Dispatcher
+from .documents import EventSpec
 from .errors import HTTPError
 from .request import Request
 
 MAX_WAIT = 300.0
+_ANY_EVENT = EventSpec("", "")  # a plain event: what an unknown path is checked as
 
 
 class StatusSource(Protocol):
@@ -72,9 +76,20 @@ def _only(request: Request, *methods: str) -> None:
 
 
 class Router:
-    def __init__(self, dispatcher: Dispatcher, status: StatusSource) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, status: StatusSource, config: Config, access: Access
+    ) -> None:
         self._dispatcher = dispatcher
         self._status = status
+        self._config = config
+        self._access = access
+
+    async def _user(self, request: Request, required: bool) -> User | None:
+        if request.user is not None:  # the host knows (CouchDB's userCtx in external mode)
+            return request.user
+        if not required and not credentials(request.headers):
+            return None  # anonymous, and nothing to decide: no need to ask CouchDB
+        return await self._access.user(request.headers, required)
 
     async def handle(self, request: Request, max_wait: float = MAX_WAIT) -> Answer:
         """The answer to ``request``; raises ``HTTPError`` for the error answers."""
@@ -84,6 +99,8 @@ class Router:
             return Answer(200, {"couchdb_events": "Welcome", "version": __version__})
         if path in ("/_status", "/_status/"):
             _only(request, "GET", "HEAD")
+            public = self._config.status_access == "public"
+            check_status(self._config, await self._user(request, required=not public))
             return Answer(200, self._status.status())
         if path.startswith("/_"):
             raise HTTPError(404, "not_found", f"{path} is not an endpoint of couchdb-events")
@@ -91,7 +108,17 @@ class Router:
 
     async def _fire(self, request: Request, max_wait: float) -> Answer:
         wait = wait_seconds(request.query, request.headers)
-        fired = self._dispatcher.fire(request)
+        try:
+            events = self._dispatcher.match(request)
+        except HTTPError as exc:
+            # Where every caller must log in, strangers learn nothing, not even what exists.
+            if self._config.require_valid_user and exc.status in (404, 405):
+                user = await self._user(request, required=True)
+                check_events(self._config, [_ANY_EVENT], user)
+            raise
+        user = await self._user(request, required=needs_user(self._config, events))
+        check_events(self._config, events, user)
+        fired = self._dispatcher.fire(replace(request, user=user), events)
         runs: list[dict[str, Any]] = [
             {"id": m.id, "event": m.event, "worker": m.worker} for m in fired.messages
         ]

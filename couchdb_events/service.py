@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__, logs
+from .access import Access
 from .config import Config
 from .deploy import Deployer
 from .dispatch import Dispatcher
@@ -66,7 +67,8 @@ class Service:
         self.supervisor = Supervisor(config, self.deployer, worker_environment(service_url))
         self.registry = Registry(config, self._worker_changed)
         self.dispatcher = Dispatcher(self.registry, self.supervisor)
-        self.router = Router(self.dispatcher, self)
+        self.access = Access(config)
+        self.router = Router(self.dispatcher, self, config, self.access)
         self.api = Api(self.router, config.max_body)
         self.feeds: list[Feed] = []
         self.last_error = LastError()
@@ -193,6 +195,7 @@ class Service:
         await self.supervisor.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.access.close()
         for feed in self.feeds:
             feed.stop()
         logging.getLogger(logs.LOGGER_NAME).removeHandler(self.last_error)

@@ -8,6 +8,7 @@ a protocol line; anything else is recorded in ``invalid`` (CouchDB would log it 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -156,6 +158,13 @@ def http(
     """One HTTP request; (status, headers, decoded JSON body or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     all_headers = {"Content-Type": "application/json"} if body is not None else {}
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:  # urllib does not take credentials from the URL
+        token = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        all_headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
     all_headers.update(headers or {})
     request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
     try:

@@ -7,6 +7,7 @@ no process of its tree survives.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -92,6 +93,15 @@ class Daemon:
 
     def worker(self, name: str, files: dict[str, str], **fields: Any) -> str:
         return put_worker(self.couch_url, self.workers_db, name, files, **fields)
+
+    def wait_loaded(self, event_id: str, timeout: float = 10) -> None:
+        """Until the event and every worker it names are loaded (two feeds: either may lag)."""
+
+        def loaded(status: dict[str, Any]) -> bool:
+            event = status["events"].get(event_id)
+            return event is not None and all(w in status["workers"] for w in event["workers"])
+
+        self.wait_status(loaded, timeout)
 
     def wait_status(
         self, check: Callable[[dict[str, Any]], bool], timeout: float = 10
@@ -209,7 +219,7 @@ def test_daemon_asks_couchdb_for_its_section_and_registers(start_daemon: StartDa
 def test_seed_example_in_real_node_and_clean_exit(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
     push_demo(daemon)
-    wait_for(lambda: "email_event" in daemon.status()["events"])
+    daemon.wait_loaded("email_event")
     status, _h, body = daemon.fire("/email_event")
     assert status == 202, body
     assert body["events"] == ["email_event"]
@@ -232,7 +242,7 @@ def test_eof_stops_workers_that_ignore_eof_and_sigterm(start_daemon: StartDaemon
     daemon = start_daemon(stop_timeout="1")
     daemon.worker("stubborn", {"w.py": STUBBORN_PY}, type="python", delegate="w.py", mode="reply")
     daemon.event({"_id": "go", "workers": {"stubborn": {}}})
-    wait_for(lambda: "go" in daemon.status()["events"])
+    daemon.wait_loaded("go")
     status, _h, body = daemon.fire("/go?wait=10")
     assert status == 200, body
     daemon.host.note_tree()
@@ -285,7 +295,7 @@ def test_bad_requests_get_precise_json_errors(start_daemon: StartDaemon) -> None
             "workers": {"echo": {"who": ":name"}},
         }
     )
-    wait_for(lambda: "echo_event" in daemon.status()["events"])
+    daemon.wait_loaded("echo_event")
 
     status, _h, body = daemon.fire("/nothing_here")
     assert (status, body["error"]) == (404, "not_found")
@@ -354,7 +364,7 @@ def test_worker_that_dies_at_start_backs_off_then_fails(start_daemon: StartDaemo
     daemon = start_daemon()
     daemon.worker("dies", {"w.py": DIES_PY}, type="python", delegate="w.py", mode="reply")
     daemon.event({"_id": "doomed", "workers": {"dies": {}}})
-    wait_for(lambda: "doomed" in daemon.status()["events"])
+    daemon.wait_loaded("doomed")
     # Each run is accepted and fails; after three young deaths in a row (with a growing delay
     # between starts) the worker is marked failed and refuses further messages.
     for attempt in range(3):
@@ -387,7 +397,7 @@ def test_reply_messages_go_to_idle_processes(start_daemon: StartDaemon) -> None:
         "slow", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", processes=2
     )
     daemon.event({"_id": "slow_event", "workers": {"slow": {"sleep": 0.5}}})
-    wait_for(lambda: "slow_event" in daemon.status()["events"])
+    daemon.wait_loaded("slow_event")
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -403,7 +413,7 @@ def test_stream_worker_gets_messages_in_order(start_daemon: StartDaemon) -> None
     daemon = start_daemon()
     daemon.worker("seen", {"w.py": STREAM_PY}, type="python", delegate="w.py")
     daemon.event({"_id": "tick", "workers": {"seen": {"n": ":n"}}})
-    wait_for(lambda: "tick" in daemon.status()["events"])
+    daemon.wait_loaded("tick")
     for n in range(20):  # the first ones arrive while the process is starting
         status, _h, _b = daemon.fire(f"/tick?n={n}")
         assert status == 202
@@ -420,7 +430,7 @@ def test_once_worker_exit_status_is_the_outcome(start_daemon: StartDaemon) -> No
     daemon = start_daemon()
     daemon.worker("once", {"w.py": ONCE_PY}, type="python", delegate="w.py", mode="once")
     daemon.event({"_id": "run_once", "workers": {"once": {"exit": ":code"}}})
-    wait_for(lambda: "run_once" in daemon.status()["events"])
+    daemon.wait_loaded("run_once")
     status, _h, body = daemon.fire("/run_once?wait=10", method="POST", body={"code": 0})
     assert status == 200 and body["runs"][0]["state"] == "succeeded"
     status, _h, body = daemon.fire("/run_once?wait=10", method="POST", body={"code": 4})
@@ -437,7 +447,7 @@ def test_idle_process_is_stopped(start_daemon: StartDaemon) -> None:
         "idler", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", idle_timeout=0.5
     )
     daemon.event({"_id": "wake", "workers": {"idler": {}}})
-    wait_for(lambda: "wake" in daemon.status()["events"])
+    daemon.wait_loaded("wake")
     status, _h, _b = daemon.fire("/wake?wait=10")
     assert status == 200
     daemon.wait_status(lambda s: s["workers"]["idler"]["processes"] == [])
@@ -451,7 +461,7 @@ def test_full_queue_answers_503_with_retry_after(start_daemon: StartDaemon) -> N
         "busy", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply", max_queue=2
     )
     daemon.event({"_id": "work", "workers": {"busy": {"sleep": 2}}})
-    wait_for(lambda: "work" in daemon.status()["events"])
+    daemon.wait_loaded("work")
     answers = [daemon.fire("/work") for _ in range(5)]
     codes = [status for status, _h, _b in answers]
     assert codes.count(503) >= 1 and codes[0] == 202
@@ -557,7 +567,9 @@ import couchdb_events_worker as w
 def handle(message):
     if message["arguments"].get("fail"):
         raise ValueError("asked to fail")
-    return {"headers": message["request"]["headers"], "arguments": message["arguments"]}
+    request = message["request"]
+    return {"headers": request["headers"], "arguments": message["arguments"],
+            "user": request["user"]}
 
 w.run(handle, mode="reply")
 """
@@ -591,9 +603,13 @@ def test_credentials_never_reach_workers_and_helpers_are_on_the_path(
             "workers": {"py": {"b": 2}, "js": {}},
         }
     )
-    wait_for(lambda: "both" in daemon.status()["events"])
+    daemon.wait_loaded("both")
+    name = f"u{time.monotonic_ns()}"
+    user = {"name": name, "password": "pw", "roles": ["r1"], "type": "user"}
+    assert http("PUT", f"{daemon.couch_url}_users/org.couchdb.user:{name}", user)[0] == 201
+    basic = "Basic " + base64.b64encode(f"{name}:pw".encode()).decode()
     secret = {
-        "Authorization": "Basic YWRtaW46c2VjcmV0",
+        "Authorization": basic,
         "Cookie": "AuthSession=abc",
         "X-Trace": "t1",
     }
@@ -606,6 +622,7 @@ def test_credentials_never_reach_workers_and_helpers_are_on_the_path(
     assert py["arguments"] == {"a": 1, "b": 2}
     headers = {k.lower(): v for k, v in py["headers"].items()}
     assert "authorization" not in headers and "cookie" not in headers
+    assert py["user"] == {"name": name, "roles": ["r1"]}
     assert headers["x-trace"] == "t1"
     assert by_worker["js"]["answer"] == {
         "node": True,
@@ -614,7 +631,7 @@ def test_credentials_never_reach_workers_and_helpers_are_on_the_path(
     }
 
     daemon.event({"_id": "fail", "workers": {"py": {"fail": True}}})
-    wait_for(lambda: "fail" in daemon.status()["events"])
+    daemon.wait_loaded("fail")
     status, _h, body = daemon.fire("/fail?wait=10")
     assert body["runs"][0]["state"] == "failed" and "asked to fail" in body["runs"][0]["error"]
     stop_and_check(daemon)
@@ -630,7 +647,7 @@ def test_worker_output_goes_to_the_log_never_to_stdout(start_daemon: StartDaemon
     daemon = start_daemon()
     daemon.worker("noisy", {"w.py": noisy}, type="python", delegate="w.py")
     daemon.event({"_id": "noise", "workers": {"noisy": {}}})
-    wait_for(lambda: "noise" in daemon.status()["events"])
+    daemon.wait_loaded("noise")
     assert daemon.fire("/noise")[0] == 202
     daemon.host.wait_for_log("plain text on stdout")
     daemon.host.wait_for_log("a note on stderr")
@@ -644,7 +661,7 @@ def test_stdin_eof_while_a_caller_waits_for_an_answer(start_daemon: StartDaemon)
     daemon = start_daemon()
     daemon.worker("sleepy", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
     daemon.event({"_id": "nap", "workers": {"sleepy": {"sleep": 60}}})
-    wait_for(lambda: "nap" in daemon.status()["events"])
+    daemon.wait_loaded("nap")
     answers: list[tuple[int, dict[str, str], Any]] = []
     caller = threading.Thread(target=lambda: answers.append(daemon.fire("/nap?wait=60")))
     caller.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ def _wait_serving(proc: subprocess.Popen[bytes], url: str) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, "serve exited at start"
         try:
-            if http("GET", url + "_status", timeout=2)[0] == 200:
+            if http("GET", url, timeout=2)[0] == 200:
                 return
         except OSError:
             pass
@@ -105,7 +106,10 @@ def test_status_never_shows_the_couchdb_password(tmp_path: Path) -> None:
         try:
             url = f"http://127.0.0.1:{port}/_events/"
             _wait_serving(proc, url)
-            _status, _h, body = http("GET", url + "_status")
+            status, _h, body = http("GET", url + "_status")
+            assert status == 401  # admins only, and an admin exists now
+            basic = "Basic " + base64.b64encode(b"boss:s3cret-pw").decode()
+            _status, _h, body = http("GET", url + "_status", headers={"Authorization": basic})
             assert body["couchdb_events"]["couchdb"] == couch.url.replace(
                 "http://", "http://boss:*****@"
             )
