@@ -159,6 +159,7 @@ class Config:
     idle_timeout: float = 60.0
     max_queue: int = 1000
     max_body: int = 1024 * 1024
+    max_queued: int = 10_000
     require_valid_user: bool = False
     status_access: str = "admin"
     session_cache_ttl: float = 10.0
@@ -220,6 +221,7 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "idle_timeout": _seconds,
     "max_queue": _positive_int,
     "max_body": _positive_int,
+    "max_queued": _positive_int,
     "require_valid_user": _boolean,
     "status_access": _status_access,
     "session_cache_ttl": _seconds,

@@ -20,12 +20,16 @@ Worker document::
 from __future__ import annotations
 
 import enum
+import math
 import posixpath
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import Config
+
+T = TypeVar("T")
 
 
 class Mode(str, enum.Enum):
@@ -55,6 +59,18 @@ class EventSpec:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Resource limits applied to a worker process (``setrlimit``), None for no limit."""
+
+    cpu: int | None = None  # CPU seconds
+    files: int | None = None  # open file descriptors
+    address_space: int | None = None  # bytes of virtual memory
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.cpu, self.files, self.address_space))
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     name: str
     rev: str
@@ -68,6 +84,11 @@ class WorkerSpec:
     max_queue: int = 1000
     idle_timeout: float = 60.0
     error: str | None = None
+    timeout: float | None = None  # seconds per message (reply and once workers)
+    memory_limit: int | None = None  # bytes of RSS of the process tree; recycled above it
+    max_messages: int | None = None  # recycled after about this many messages
+    limits: Limits = field(default_factory=Limits)
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def normalize_path(path: str) -> str:
@@ -163,16 +184,17 @@ def unsafe_attachment_name(name: str) -> str | None:
     return next((why for failed, why in checks if failed), None)
 
 
-def _int_field(doc: Mapping[str, Any], key: str, default: int) -> int:
+def _int_field(doc: Mapping[str, Any], key: str, default: Any) -> int:
     value = doc.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{key} must be a whole number of at least 1, not {value!r}")
     return value
 
 
-def _seconds_field(doc: Mapping[str, Any], key: str, default: float) -> float:
+def _seconds_field(doc: Mapping[str, Any], key: str, default: Any) -> float:
     value = doc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (math.isfinite(value) and value > 0):
         raise ValueError(f"{key} must be a positive number of seconds, not {value!r}")
     return float(value)
 
@@ -231,4 +253,61 @@ def _parse_worker(name: str, rev: str, doc: Mapping[str, Any], config: Config) -
         processes=_int_field(doc, "processes", config.processes),
         max_queue=_int_field(doc, "max_queue", config.max_queue),
         idle_timeout=_seconds_field(doc, "idle_timeout", config.idle_timeout),
+        timeout=_optional(doc, "timeout", _seconds_field),
+        memory_limit=_optional(doc, "memory_limit", _size_field),
+        max_messages=_optional(doc, "max_messages", _int_field),
+        limits=_limits(doc.get("limits")),
+        env=_env(doc.get("env")),
     )
+
+
+def _optional(
+    doc: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any], str, Any], T]
+) -> T | None:
+    return None if doc.get(key) is None else read(doc, key, None)
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)i?B?\s*$", re.IGNORECASE)
+
+
+def _size_field(doc: Mapping[str, Any], key: str, _default: Any = None) -> int:
+    """Bytes, as a whole number or a string like "512M" or "1G"."""
+    value = doc.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    found = _SIZE.match(value) if isinstance(value, str) else None
+    if found and int(found.group(1)) > 0:
+        return int(found.group(1)) * _UNITS[found.group(2).upper()]
+    raise ValueError(f'{key} must be a size in bytes or like "512M", not {value!r}')
+
+
+def _limits(value: Any) -> Limits:
+    if value is None:
+        return Limits()
+    if not isinstance(value, dict):
+        raise ValueError('limits must be an object like {"cpu": 60, "files": 256}')
+    unknown = set(value) - {"cpu", "files", "address_space"}
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)} (known: cpu, files, address_space)")
+    return Limits(
+        cpu=_optional(value, "cpu", _int_field),
+        files=_optional(value, "files", _int_field),
+        address_space=_optional(value, "address_space", _size_field),
+    )
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError('env must be an object of names to strings, like {"SMTP_HOST": "mx"}')
+    for name, text in value.items():
+        if not _ENV_NAME.match(name) or not isinstance(text, str):
+            raise ValueError(f"env {name!r}: names are letters, digits, _; values are strings")
+        if name.startswith("COUCHDB_EVENTS_"):
+            raise ValueError(f"env {name!r}: COUCHDB_EVENTS_* names are set by couchdb-events")
+    return dict(value)

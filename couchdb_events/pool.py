@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from .states import CrashPolicy, PoolState, ProcessState
 
 log = logs.get("pool")
 
+MEMORY_STRIKES = 3  # samples over memory_limit in a row before a process is recycled
 FETCH_RETRY = 2.0  # seconds between attempts to fetch a worker's code while CouchDB is away
 
 
@@ -48,6 +50,8 @@ class Counters:
     succeeded: int = 0
     failed: int = 0
     restarts: int = 0
+    timeouts: int = 0
+    recycled: int = 0
 
 
 class Pool:
@@ -140,6 +144,10 @@ class Pool:
 
     def _start(self) -> None:
         proc = WorkerProcess(self.spec, self._stdout_line, self._stderr_line)
+        if self.spec.max_messages is not None:
+            # Jitter, so that processes started together are not all recycled together.
+            jitter = random.randint(0, self.spec.max_messages // 10)  # noqa: S311 - not crypto
+            proc.recycle_after = self.spec.max_messages + jitter
         self.processes.append(proc)
         self._starting += 1
         task = asyncio.create_task(self._launch(proc))
@@ -152,6 +160,7 @@ class Pool:
             data_dir = self._deployer.data_directory(proc.spec.name)
             env = {
                 **self._env,
+                **proc.spec.env,
                 "COUCHDB_EVENTS_WORKER": proc.spec.name,
                 "COUCHDB_EVENTS_DATA_DIR": str(data_dir),
             }
@@ -194,10 +203,16 @@ class Pool:
                 return
             if proc.spec.mode is Mode.ONCE:
                 return
+            if proc.recycle_after is not None and proc.handled >= proc.recycle_after:
+                proc.recycle = proc.recycle or f"handled {proc.handled} messages (max_messages)"
+            if proc.recycle:
+                log.info("recycling %s: %s", proc, proc.recycle)
+                self.counters.recycled += 1
+                return
 
     async def _next(self, proc: WorkerProcess) -> Message | None:
         """The next message for ``proc``, or None when it should stop (idle, retired, dead)."""
-        if proc.spec.rev != self.spec.rev or self._closing or not proc.alive:
+        if proc.spec.rev != self.spec.rev or self._closing or not proc.alive or proc.recycle:
             return None
         if self.queue:
             return self.queue.popleft()
@@ -235,9 +250,21 @@ class Pool:
             return True
         if mode is Mode.ONCE:
             proc.close_stdin()
-        await asyncio.wait({answer, proc.exited}, return_when="FIRST_COMPLETED")
+        # A once worker is done when it exits; a reply worker when it answers (or dies).
+        ends: set[asyncio.Future[Any]] = (
+            {proc.exited} if mode is Mode.ONCE else {answer, proc.exited}
+        )
+        done, _pending = await asyncio.wait(
+            ends, timeout=proc.spec.timeout, return_when="FIRST_COMPLETED"
+        )
         self._answers.pop(proc, None)
         proc.current = None
+        if not done:
+            answer.cancel()
+            error = f"{proc} did not finish within {proc.spec.timeout:g} s (timeout); killed"
+            await proc.kill(self._stop_timeout)
+            self._finish(message, Outcome("timeout", None, self._with_stderr(error, proc)))
+            return False
         if mode is Mode.ONCE:
             returncode = await proc.exited
             value = answer.result() if answer.done() else None
@@ -261,6 +288,9 @@ class Pool:
         if outcome.state == "failed":
             self.counters.failed += 1
             self._note_error(outcome.error or "failed")
+        elif outcome.state == "timeout":
+            self.counters.timeouts += 1
+            self._note_error(outcome.error or "timeout")
         elif outcome.state == "succeeded":
             self.counters.succeeded += 1
         message.finish(outcome)
@@ -299,6 +329,27 @@ class Pool:
 
     def _stderr_line(self, proc: WorkerProcess, line: bytes) -> None:
         log.info("%s stderr: %s", proc, line.decode("utf-8", "replace").rstrip())
+
+    def sample(self) -> None:
+        """Check each process's memory; recycle one over ``memory_limit`` several times in a row."""
+        for proc in self.processes:
+            if proc.spec.memory_limit is None or not proc.alive or proc.recycle:
+                continue
+            limit = proc.spec.memory_limit
+            rss, _cpu = proc.sample()
+            proc.memory_strikes = proc.memory_strikes + 1 if rss and rss > limit else 0
+            if proc.memory_strikes >= MEMORY_STRIKES:
+                proc.recycle = (
+                    f"RSS {rss} bytes over memory_limit {limit} ({MEMORY_STRIKES} samples)"
+                )
+                log.warning("%s: %s; recycling it after its current message", proc, proc.recycle)
+                self._wake(proc)
+
+    def _wake(self, proc: WorkerProcess) -> None:
+        """Tell an idle process waiting for work to stop now."""
+        for waiting, waiter in self._waiters:
+            if waiting is proc and not waiter.done():
+                waiter.set_result(None)
 
     # -- errors ---------------------------------------------------------------------------
     @staticmethod
@@ -381,6 +432,7 @@ class Pool:
                     "started": _iso(proc.started),
                     "handled": proc.handled,
                     "current": proc.current,
+                    "recycle": proc.recycle,
                 }
             )
         counters = self.counters
@@ -395,6 +447,8 @@ class Pool:
             "succeeded": counters.succeeded,
             "failed": counters.failed,
             "restarts": counters.restarts,
+            "timeouts": counters.timeouts,
+            "recycled": counters.recycled,
             "last_error": self.last_error,
         }
 

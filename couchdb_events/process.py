@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -20,12 +22,14 @@ from pathlib import Path
 import psutil
 
 from . import logs
-from .documents import WorkerSpec
+from .documents import Limits, WorkerSpec
 from .states import ProcessState
 
 log = logs.get("process")
 
 MAX_LINE = 1024 * 1024
+SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+PRLIMIT = shutil.which("prlimit") if sys.platform.startswith("linux") else None
 STDERR_TAIL = 20
 
 LineHandler = Callable[["WorkerProcess", bytes], None]
@@ -33,6 +37,31 @@ LineHandler = Callable[["WorkerProcess", bytes], None]
 
 class StartError(Exception):
     """The process could not be spawned (interpreter missing, not executable, ...)."""
+
+
+def launch_argv(argv: tuple[str, ...], limits: Limits) -> tuple[str, ...]:
+    """The command line that starts a worker: the interpreter, wrapped where the OS allows.
+
+    ``setpriv --pdeathsig KILL`` makes the kernel kill the worker if the daemon dies, even by
+    SIGKILL; ``prlimit`` applies the worker's resource limits. Both come with util-linux and
+    ``exec`` the next program, so the worker keeps its pid and nothing runs in between (no
+    ``preexec_fn``, which is unsafe in a threaded process).
+    """
+    prefix: list[str] = []
+    if SETPRIV:
+        prefix += [SETPRIV, "--pdeathsig", "KILL", "--"]
+    if limits.any():
+        if not PRLIMIT:
+            raise StartError("resource limits need the prlimit command (util-linux)")
+        prefix.append(PRLIMIT)
+        if limits.cpu is not None:
+            prefix.append(f"--cpu={limits.cpu}")
+        if limits.files is not None:
+            prefix.append(f"--nofile={limits.files}")
+        if limits.address_space is not None:
+            prefix.append(f"--as={limits.address_space}")
+        prefix.append("--")
+    return (*prefix, *argv)
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -62,6 +91,9 @@ class WorkerProcess:
         self.stopping_requested = False
         self.returncode: int | None = None
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
+        self.recycle: str | None = None  # why it should stop after its current message
+        self.recycle_after: int | None = None  # messages, with jitter (max_messages)
+        self.memory_strikes = 0  # memory samples over the limit in a row
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
         self._proc: asyncio.subprocess.Process | None = None
@@ -80,9 +112,13 @@ class WorkerProcess:
 
     async def spawn(self, cwd: Path, env: Mapping[str, str]) -> None:
         argv = self.spec.argv
+        if shutil.which(argv[0], path=env.get("PATH")) is None:
+            raise StartError(
+                f"interpreter {argv[0]!r} for type {self.spec.type!r} was not found on PATH"
+            )
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *launch_argv(argv, self.spec.limits),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -167,6 +203,19 @@ class WorkerProcess:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
+
+    async def kill(self, grace: float) -> int:
+        """For a process that hangs: SIGTERM its group, wait ``grace``, SIGKILL; reap."""
+        self.stopping_requested = True
+        if self.state is not ProcessState.EXITED:
+            self.state = ProcessState.STOPPING
+        self.kill_group(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.exited), timeout=grace)
+        except asyncio.TimeoutError:
+            log.info("%s ignored SIGTERM for %.1f s; sending SIGKILL to its group", self, grace)
+            self.kill_group(signal.SIGKILL)
+        return await self.exited
 
     async def stop(self, grace: float) -> int:
         """Close stdin, wait ``grace``, SIGTERM the group, wait ``grace``, SIGKILL; reap."""

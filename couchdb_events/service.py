@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +29,7 @@ from .httpapi import Api
 from .registry import Registry
 from .router import Router
 from .store import Store
-from .supervisor import Supervisor, worker_environment
+from .supervisor import Supervisor, kill_leftovers, worker_environment
 
 log = logs.get("service")
 
@@ -64,7 +65,9 @@ class Service:
         self._feed_store = Store(config.couchdb_url, config.couchdb_timeout + 30)
         self.deployer = Deployer(config.work_dir, self._fetch_code)
         service_url = f"http://{_url_host(config.bind_address)}:{config.port}/_events/"
-        self.supervisor = Supervisor(config, self.deployer, worker_environment(service_url))
+        self.instance = uuid.uuid4().hex
+        env = worker_environment(service_url, self.instance, config.work_dir)
+        self.supervisor = Supervisor(config, self.deployer, env)
         self.registry = Registry(config, self._worker_changed)
         self.dispatcher = Dispatcher(self.registry, self.supervisor)
         self.access = Access(config)
@@ -90,6 +93,8 @@ class Service:
         for db in (self.config.events_db, self.config.workers_db):
             await loop.run_in_executor(None, self._ensure_db, db)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        for line in kill_leftovers(self.config.work_dir, self.instance):
+            log.warning("%s", line)
         self.feeds = [
             Feed(self._feed_store, self.config.events_db, self.registry.apply_events, loop),
             Feed(self._feed_store, self.config.workers_db, self.registry.apply_workers, loop),
@@ -107,7 +112,7 @@ class Service:
             raise StartupError(f"cannot read the events and workers databases: {errors}") from None
         if self.listen:
             await self._listen()
-        self._sweeper = asyncio.create_task(self._sweep())
+        self._sweeper = asyncio.create_task(self.supervisor.watch())
         where = f"listening on {self.config.bind_address}:{self.port}" if self.listen else "ready"
         log.info(
             "couchdb-events %s (%s) %s with %d events and %d workers",
@@ -180,11 +185,6 @@ class Service:
                 if isinstance(address, tuple):
                     return int(address[1])
         return self.config.port
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(5)
-            self.supervisor.sweep()
 
     async def stop(self) -> None:
         """Stop every worker process (new requests get 503 meanwhile), stop listening, stop

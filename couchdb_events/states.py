@@ -31,7 +31,7 @@ class PoolState(str, enum.Enum):
 # A process that exits on its own sooner than this after starting died young.
 START_SECONDS = 1.0
 # After this many young deaths in a row the worker is marked failed.
-MAX_YOUNG_DEATHS = 3
+MAX_YOUNG_DEATHS = 5
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 

@@ -7,11 +7,15 @@ lock is needed and only this module (through its pools) changes process state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from .config import Config
 from .deploy import Deployer
@@ -23,8 +27,14 @@ from .pool import Pool
 HELPERS = Path(__file__).resolve().parent / "helpers"
 
 
-def worker_environment(service_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A minimal environment for workers: no credentials of the daemon's leak into it."""
+def worker_environment(
+    service_url: str, instance: str, work_dir: Path, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A minimal environment for workers: no credentials of the daemon's leak into it.
+
+    ``COUCHDB_EVENTS_INSTANCE`` and ``COUCHDB_EVENTS_WORK_DIR`` mark every process a worker
+    starts, so that a restarted daemon can find what a killed one left behind.
+    """
     base = os.environ if base is None else base
     return {
         "PATH": base.get("PATH", os.defpath),
@@ -36,7 +46,36 @@ def worker_environment(service_url: str, base: Mapping[str, str] | None = None) 
         "NODE_PATH": str(HELPERS),
         "COUCHDB_EVENTS_URL": service_url,
         "COUCHDB_EVENTS_PYTHON": sys.executable,
+        "COUCHDB_EVENTS_INSTANCE": instance,
+        "COUCHDB_EVENTS_WORK_DIR": str(work_dir),
     }
+
+
+def kill_leftovers(work_dir: Path, instance: str) -> list[str]:
+    """Kill the process groups of workers an earlier daemon on ``work_dir`` left behind.
+
+    Workers die with their daemon (parent-death signal, stdin EOF), but what they forked may
+    not. Those processes still carry the earlier daemon's marks in their environment.
+    """
+    killed: list[str] = []
+    groups: set[int] = set()
+    for proc in psutil.process_iter(["pid", "environ"]):
+        env = proc.info.get("environ") or {}
+        if env.get("COUCHDB_EVENTS_WORK_DIR") != str(work_dir):
+            continue
+        if env.get("COUCHDB_EVENTS_INSTANCE") in (None, instance):
+            continue
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(proc.pid))
+            killed.append(
+                f"killed leftover process {proc.pid} of worker "
+                f"{env.get('COUCHDB_EVENTS_WORKER')!r} from an earlier run"
+            )
+    for group in groups:
+        if group != os.getpgid(0):
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGKILL)
+    return killed
 
 
 class Supervisor:
@@ -63,6 +102,14 @@ class Supervisor:
     def check(self, spec: WorkerSpec) -> None:
         """Raise the ``HTTPError`` a message for this worker would get now."""
         self._pool(spec).check()
+        queued = sum(len(pool.queue) for pool in self.pools.values())
+        if queued >= self._config.max_queued:
+            raise HTTPError(
+                503,
+                "busy",
+                f"{queued} messages are waiting across all workers (max_queued)",
+                {"Retry-After": "1"},
+            )
 
     def submit(self, spec: WorkerSpec, message: Message) -> None:
         self._pool(spec).submit(message)
@@ -76,6 +123,14 @@ class Supervisor:
             pool.remove()
         else:
             pool.update(spec)
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Sample memory every ``interval`` seconds and forget pools of deleted workers."""
+        while True:
+            await asyncio.sleep(interval)
+            for pool in list(self.pools.values()):
+                pool.sample()
+            self.sweep()
 
     def sweep(self) -> None:
         """Forget pools of deleted workers once their last process is gone."""

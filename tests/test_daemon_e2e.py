@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from couchdb_events.embedded import free_port
+from couchdb_events.states import MAX_YOUNG_DEATHS
 from tests.daemon_host import DaemonHost, http, wait_until_serving
 from tests.docs import delete_doc, put_doc, put_worker
 
@@ -365,9 +366,9 @@ def test_worker_that_dies_at_start_backs_off_then_fails(start_daemon: StartDaemo
     daemon.worker("dies", {"w.py": DIES_PY}, type="python", delegate="w.py", mode="reply")
     daemon.event({"_id": "doomed", "workers": {"dies": {}}})
     daemon.wait_loaded("doomed")
-    # Each run is accepted and fails; after three young deaths in a row (with a growing delay
-    # between starts) the worker is marked failed and refuses further messages.
-    for attempt in range(3):
+    # Each run is accepted and fails; after five young deaths in a row (with a growing delay
+    # between starts: 0.5, 1, 2, 4 s) the worker is marked failed and refuses further messages.
+    for attempt in range(MAX_YOUNG_DEATHS):
         status, _h, body = daemon.fire("/doomed?wait=15")
         assert status == 200, (attempt, body)
         [run] = body["runs"]
@@ -378,7 +379,7 @@ def test_worker_that_dies_at_start_backs_off_then_fails(start_daemon: StartDaemo
     assert (
         "exit status 3" in info["last_error"] and "cannot open the mail relay" in info["last_error"]
     )
-    assert (info["failed"], info["restarts"]) == (3, 3)
+    assert (info["failed"], info["restarts"]) == (MAX_YOUNG_DEATHS, MAX_YOUNG_DEATHS)
     status, _h, body = daemon.fire("/doomed")
     assert (status, body["error"]) == (503, "worker_failed")
     assert "exit status 3" in body["reason"]

@@ -23,7 +23,7 @@ def die_young(policy: CrashPolicy, now: float) -> PoolState:
 
 def test_constants() -> None:
     assert START_SECONDS == 1.0
-    assert MAX_YOUNG_DEATHS == 3
+    assert MAX_YOUNG_DEATHS == 5
     assert BACKOFF_FIRST == 0.5
     assert BACKOFF_CAP >= BACKOFF_FIRST
 
@@ -63,7 +63,7 @@ def test_young_deaths_back_off_doubling_then_fail() -> None:
     assert policy.young_deaths == MAX_YOUNG_DEATHS
 
 
-def test_backoff_sequence_is_half_then_one_second() -> None:
+def test_backoff_sequence_doubles_from_half_a_second() -> None:
     policy = CrashPolicy()
     delays = []
     now = 0.0
@@ -71,7 +71,7 @@ def test_backoff_sequence_is_half_then_one_second() -> None:
         delays.append(policy.retry_at - now)
         now = policy.retry_at
     assert state is PoolState.FAILED
-    assert delays == [0.5, 1.0]
+    assert delays == [0.5, 1.0, 2.0, 4.0]
 
 
 def test_failed_stays_failed_on_more_young_deaths() -> None:
