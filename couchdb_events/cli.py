@@ -2,10 +2,11 @@
 
 ::
 
-    couchdb-events daemon                  hosted by CouchDB as an [os_daemons] entry
-    couchdb-events serve [--config FILE]   standalone (behind a reverse proxy, or for trying out)
-    couchdb-events push PATH [...]         deploy an event (JSON file) or a worker (folder)
-    couchdb-events demo                    the seed's e-mail example, end to end
+    couchdb-events daemon                     hosted by CouchDB as an [os_daemons] entry
+    couchdb-events serve [--config FILE]      standalone (behind a reverse proxy, or to try out)
+    couchdb-events external [--config FILE]   hosted by CouchDB as an [external] (/<db>/_events/)
+    couchdb-events push PATH [...]            deploy an event (JSON file) or a worker (folder)
+    couchdb-events demo                       the seed's e-mail example, end to end
 """
 
 from __future__ import annotations
@@ -18,17 +19,21 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, logs
+from . import __version__, external, logs
 from .config import INTERPRETERS_SECTION, SECTION, SETTINGS, Config
 from .errors import ConfigError, EventsError
 from .osdaemon import ChannelClosed, DaemonChannel
 from .service import Service
 
 log = logs.get("cli")
+
+# CouchDB gives an external no configuration channel: the file is named on its command line,
+# or else by this environment variable.
+CONFIG_ENV = "COUCHDB_EVENTS_CONFIG"
 
 
 # -- configuration sources -----------------------------------------------------------------
@@ -78,8 +83,33 @@ def couchdb_url_from(channel: DaemonChannel) -> str:
 
 
 # -- running ---------------------------------------------------------------------------------
-def run_service(config: Config, host: str, wait_for_eof: Callable[[], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or stdin EOF when hosted by CouchDB); the exit status."""
+# Runs next to the service from the start: alongside(service, started), where ``started`` is
+# set once the service is up. Its end means "stop".
+Alongside = Callable[[Service, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def _ended_well(task: asyncio.Task[None]) -> bool:
+    """Cancel ``task`` unless it has ended; False when it failed."""
+    task.cancel()  # a no-op when it has ended (and so asked for the stop)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("couchdb-events failed")
+        return False
+    return True
+
+
+def run_service(
+    config: Config,
+    host: str,
+    wait_for_eof: Callable[[], None] | None = None,
+    alongside: Alongside | None = None,
+    listen: bool = True,
+) -> int:
+    """Run until SIGTERM/SIGINT (or stdin EOF when hosted by CouchDB, or the end of
+    ``alongside``); the exit status. ``listen``: serve HTTP (not for the external host)."""
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -94,7 +124,12 @@ def run_service(config: Config, host: str, wait_for_eof: Callable[[], None] | No
                     loop.call_soon_threadsafe(stop.set)
 
             threading.Thread(target=watch, name="stdin-eof", daemon=True).start()
-        service = Service(config, host)
+        service = Service(config, host, listen=listen)
+        started = asyncio.Event()
+        side: asyncio.Task[None] | None = None
+        if alongside is not None:
+            side = asyncio.create_task(alongside(service, started))
+            side.add_done_callback(lambda _task: stop.set())
         starting = asyncio.create_task(service.start())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -106,6 +141,8 @@ def run_service(config: Config, host: str, wait_for_eof: Callable[[], None] | No
                 message = str(error) if isinstance(error, EventsError) else repr(error)
                 log.error("couchdb-events cannot start: %s", message)
                 stop.set()
+            else:
+                started.set()
             await stopping
         else:
             log.info("asked to stop while starting")
@@ -113,6 +150,8 @@ def run_service(config: Config, host: str, wait_for_eof: Callable[[], None] | No
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await starting
         await service.stop()
+        if side is not None and not await _ended_well(side):
+            code = code or 1
         return code
 
     loop = asyncio.new_event_loop()
@@ -161,6 +200,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_service(config, "standalone")
 
 
+def cmd_external(args: argparse.Namespace) -> int:
+    # As for the daemon: stdout is CouchDB's protocol channel, one answer line per request line.
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    if not args.config:
+        args.config = os.environ.get(CONFIG_ENV) or None
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"couchdb-events: {exc}", file=sys.stderr)
+        return 1
+    logs.setup(config.log_level)  # to stderr, which CouchDB leaves to its own stderr
+
+    async def answer_couchdb(service: Service, started: asyncio.Event) -> None:
+        await external.serve_lines(
+            service.router,
+            external.read_in_thread(sys.stdin.buffer),
+            external.line_writer(protocol_out),
+            ready=started,
+            max_body=config.max_body,
+        )
+        log.info("CouchDB closed stdin")
+
+    return run_service(config, "external", alongside=answer_couchdb, listen=False)
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     from .push import push_path
 
@@ -200,6 +266,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("daemon", help="run as CouchDB's os_daemon (settings come from CouchDB)")
     serve = sub.add_parser("serve", help="run standalone")
     _add_settings(serve)
+    ext = sub.add_parser(
+        "external",
+        help="run as CouchDB's [external] process behind /<db>/_events/ (CouchDB 0.11 - 2.2)",
+        description=f"Settings come from --config FILE, else from the file ${CONFIG_ENV} names.",
+    )
+    _add_settings(ext)
     push = sub.add_parser("push", help="deploy an event (a .json file) or a worker (a folder)")
     push.add_argument("paths", nargs="+", metavar="PATH")
     _add_settings(push)
@@ -214,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "daemon": cmd_daemon,
     "serve": cmd_serve,
+    "external": cmd_external,
     "push": cmd_push,
     "demo": cmd_demo,
 }
@@ -226,6 +299,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.flush()
     with contextlib.suppress(Exception):
         sys.stderr.flush()
-    if args.command in ("daemon", "serve"):
+    if args.command in ("daemon", "serve", "external"):
         os._exit(code)  # do not wait for executor threads blocked on CouchDB (see run_service)
     sys.exit(code)
