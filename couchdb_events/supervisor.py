@@ -47,8 +47,23 @@ def worker_environment(
         "COUCHDB_EVENTS_URL": service_url,
         "COUCHDB_EVENTS_PYTHON": sys.executable,
         "COUCHDB_EVENTS_INSTANCE": instance,
+        "COUCHDB_EVENTS_DAEMON": daemon_mark(),
         "COUCHDB_EVENTS_WORK_DIR": str(work_dir),
     }
+
+
+def daemon_mark() -> str:
+    """``pid:start-time`` of this process, to tell a live daemon from a reused pid."""
+    me = psutil.Process()
+    return f"{me.pid}:{me.create_time():.3f}"
+
+
+def _daemon_alive(mark: str) -> bool:
+    pid, _, started = mark.partition(":")
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except (ValueError, psutil.Error):
+        return False
 
 
 def kill_leftovers(work_dir: Path, instance: str) -> list[str]:
@@ -65,6 +80,8 @@ def kill_leftovers(work_dir: Path, instance: str) -> list[str]:
             continue
         if env.get("COUCHDB_EVENTS_INSTANCE") in (None, instance):
             continue
+        if _daemon_alive(env.get("COUCHDB_EVENTS_DAEMON", "")):
+            continue  # another daemon on the same work_dir is still running: not ours to kill
         with contextlib.suppress(OSError):
             groups.add(os.getpgid(proc.pid))
             killed.append(
