@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from . import logs
 from .errors import HTTPError
@@ -55,6 +56,16 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return json_response(error_answer(error))
 
 
+def joined_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """Headers as one dict; a repeated header's values joined with ", " (RFC 9110), so that a
+    second ``X-Forwarded-For`` (haproxy adds one) is not lost."""
+    joined: dict[str, str] = {}
+    for name in headers:
+        if name not in joined:
+            joined[name] = ", ".join(headers.getall(name))
+    return joined
+
+
 class Api:
     def __init__(self, router: Router, max_body: int) -> None:
         self._router = router
@@ -71,7 +82,7 @@ class Api:
                 method=request.method,
                 path=path,
                 query=dict(request.query),
-                headers=dict(request.headers),
+                headers=joined_headers(request.headers),
                 body=body,
                 peer=request.remote,
                 user=None,
