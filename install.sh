@@ -20,10 +20,12 @@ Options:
   --reinstall         run pip even when the virtualenv is already up to date
   --with-pouchdb      install PouchDB Server (npm ci) for the demo and the tests;
                       needs node and npm
-  --couchdb-url URL   a CouchDB to set up, with an admin's credentials, like
+  --couchdb-url URL   a CouchDB to set up, with a server admin's credentials, like
                       http://admin:PASSWORD@127.0.0.1:5984/ (default: $COUCHDB_URL):
                       checks that it answers, creates the events and workers
-                      databases, and puts the URL into the sections
+                      databases and makes them writable and readable by server
+                      admins only (couchdb-events setup), and puts the URL into
+                      the sections
   --events-db NAME    the events database (default: events)
   --workers-db NAME   the workers database (default: workers)
   --work-dir DIR      where workers run (default: ~/.cache/couchdb-events of the
@@ -164,7 +166,7 @@ py_helper() {
         CE_PROJECT="$PROJECT" CE_EXAMPLE="$EXAMPLE" CE_VENV="$VENV" \
         CE_COUCHDB_URL="$COUCHDB_URL" CE_EVENTS_DB="$EVENTS_DB" CE_WORKERS_DB="$WORKERS_DB" \
         CE_WORK_DIR="$WORK_DIR" CE_MERGE_INTO="$MERGE_INTO" CE_PLACEHOLDER_URL="$PLACEHOLDER_URL" \
-        "$PY" - "$@"
+        "$PY" -
 }
 
 # -- check everything that can be checked before installing ----------------------------------
@@ -205,12 +207,12 @@ if [[ -e "$VENV" && ! -x "$VENV/bin/python" ]]; then
     fi
 fi
 
-# The CouchDB helper: "check" that it answers, "create" the databases. Exits 1 with a message
-# (the URL shown without its password) on any failure.
-couchdb() {
-    py_helper "$1" <<'EOF'
+# Checks that CouchDB answers, before anything is installed. Exits 1 with a message (the URL
+# shown without its password) on any failure.
+check_couchdb() {
+    py_helper <<'EOF'
 import base64, json, os, sys, urllib.error, urllib.request
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from couchdb_events.config import Config, redact_url
 
 config = Config.from_settings({
@@ -242,8 +244,7 @@ def say(message):
 
 
 def call(method, path=""):
-    data = b"" if method == "PUT" else None
-    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    request = urllib.request.Request(base + path, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=config.couchdb_timeout) as answer:
             status, body = answer.status, answer.read()
@@ -268,46 +269,31 @@ def why(status, doc):
     return f"HTTP {status}"
 
 
-if sys.argv[1] == "check":
-    status, doc = call("GET")
-    if status == 401:
-        fail(f"CouchDB at {shown} rejects the credentials ({why(status, doc)}): check the admin name and password in the URL")
-    if status != 200 or not isinstance(doc, dict):
-        fail(f"{shown} does not answer like a CouchDB ({why(status, doc)})")
-    version = str(doc.get("version", "?"))
-    if "couchdb" in doc:
-        say(f"CouchDB {version} answers at {shown}")
-        number = tuple(int(n) if n.isdigit() else 0 for n in version.split(".")[:2])
-        if number >= (2, 3):
-            say(
-                f"note: CouchDB {version} hosts no os_daemons: run `couchdb-events serve` behind "
-                "nginx or haproxy instead of the [os_daemons] and [httpd_global_handlers] sections"
-            )
-    elif "express-pouchdb" in doc:
-        say(f"PouchDB Server {version} answers at {shown}")
-    else:
-        vendor = doc.get("vendor")
-        name = vendor.get("name") if isinstance(vendor, dict) else None
-        say(f"{name or 'a CouchDB-compatible server'} {version} answers at {shown}")
+status, doc = call("GET")
+if status == 401:
+    fail(f"CouchDB at {shown} rejects the credentials ({why(status, doc)}): check the admin name and password in the URL")
+if status != 200 or not isinstance(doc, dict):
+    fail(f"{shown} does not answer like a CouchDB ({why(status, doc)})")
+version = str(doc.get("version", "?"))
+if "couchdb" in doc:
+    say(f"CouchDB {version} answers at {shown}")
+    number = tuple(int(n) if n.isdigit() else 0 for n in version.split(".")[:2])
+    if number >= (2, 3):
+        say(
+            f"note: CouchDB {version} hosts no os_daemons: run `couchdb-events serve` behind "
+            "nginx or haproxy instead of the [os_daemons] and [httpd_global_handlers] sections"
+        )
+elif "express-pouchdb" in doc:
+    say(f"PouchDB Server {version} answers at {shown}")
 else:
-    for db in (config.events_db, config.workers_db):
-        status, doc = call("PUT", quote(db, safe=""))
-        if status in (201, 202):
-            say(f"created database {db}")
-        elif status == 412:
-            say(f"database {db} already exists")
-        elif status in (401, 403):
-            fail(
-                f"CouchDB at {shown} did not let us create database {db} ({why(status, doc)}): "
-                "the URL needs the name and password of a CouchDB admin"
-            )
-        else:
-            fail(f"creating database {db} at {shown} failed ({why(status, doc)})")
+    vendor = doc.get("vendor")
+    name = vendor.get("name") if isinstance(vendor, dict) else None
+    say(f"{name or 'a CouchDB-compatible server'} {version} answers at {shown}")
 EOF
 }
 
 if [[ -n "$COUCHDB_URL" ]]; then
-    couchdb check
+    check_couchdb
 fi
 
 # -- the virtualenv --------------------------------------------------------------------------
@@ -393,8 +379,18 @@ if ((WITH_POUCHDB)); then
 fi
 
 # -- CouchDB's databases ---------------------------------------------------------------------
+# `couchdb-events setup` checks that the credentials are a server admin's, creates the databases
+# when missing and lets only server admins write (and read) them: worker documents are code that
+# runs on this machine. The URL travels in the environment, never on a command line.
 if [[ -n "$COUCHDB_URL" ]]; then
-    couchdb create
+    setup_args=()
+    [[ -n "$EVENTS_DB" ]] && setup_args+=(--events-db "$EVENTS_DB")
+    [[ -n "$WORKERS_DB" ]] && setup_args+=(--workers-db "$WORKERS_DB")
+    if ! COUCHDB_EVENTS_COUCHDB_URL="$COUCHDB_URL" \
+        "$VENV/bin/couchdb-events" setup ${setup_args[@]+"${setup_args[@]}"} | sed 's/^/==> /' >&2; then
+        die "could not set up the databases (see the message above)"
+    fi
+    say "the ${EVENTS_DB:-events} and ${WORKERS_DB:-workers} databases are now writable (and readable) by CouchDB server admins only"
 fi
 
 # -- the configuration -----------------------------------------------------------------------

@@ -7,6 +7,7 @@
     couchdb-events external [--config FILE]   hosted by CouchDB as an [external] (/<db>/_events/)
     couchdb-events push PATH [...]            deploy an event (JSON file) or a worker (folder)
     couchdb-events demo                       the seed's e-mail example, end to end
+    couchdb-events setup [--config FILE]      create the databases, writable by server admins only
 """
 
 from __future__ import annotations
@@ -241,6 +242,22 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from .security import setup
+
+    logs.setup("warning")
+    try:
+        config = config_from_args(args)
+        setup(config, args.reader_roles, report=lambda line: print(line, flush=True))
+    except ConfigError as exc:
+        print(f"couchdb-events setup: {exc}", file=sys.stderr)
+        return 2
+    except EventsError as exc:
+        print(f"couchdb-events setup: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -280,6 +297,23 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep-running", action="store_true", help="keep the service up after the example"
     )
+    secure = sub.add_parser(
+        "setup",
+        help="create the events and workers databases and make them writable (and readable) "
+        "by CouchDB server admins only",
+        description="Needs a server admin's credentials in couchdb_url. Puts a validate_doc_update "
+        "design document (_design/couchdb_events) and a _security object into both databases; "
+        "running it again changes nothing that is in place.",
+    )
+    _add_settings(secure)
+    secure.add_argument(
+        "--reader-role",
+        dest="reader_roles",
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help="also let users with this role read (never write) the databases; repeatable",
+    )
     return top
 
 
@@ -289,6 +323,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "external": cmd_external,
     "push": cmd_push,
     "demo": cmd_demo,
+    "setup": cmd_setup,
 }
 
 

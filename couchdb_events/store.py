@@ -119,6 +119,31 @@ class Store:
     def delete(self, db: str) -> None:
         self._call(f"DELETE /{db}", lambda: self._server.delete(db))
 
+    def session(self) -> dict[str, Any]:
+        """Who the URL's credentials are to CouchDB: ``/_session``'s ``userCtx`` (``name``,
+        ``roles``); ``Unauthorized`` when CouchDB rejects them."""
+
+        def fetch() -> dict[str, Any]:
+            answer = self._server.resource.get_json("_session")[2]
+            ctx = answer.get("userCtx") if isinstance(answer, dict) else None
+            if not isinstance(ctx, dict):
+                raise ValueError("no userCtx in the answer")
+            return dict(ctx)
+
+        return self._call("GET /_session", fetch)
+
+    def get_security(self, db: str) -> dict[str, Any]:
+        """The database's ``_security`` object (``{}`` when none was set)."""
+        return self._call(f"GET /{db}/_security", lambda: dict(self._db(db).security or {}))
+
+    def put_security(self, db: str, security: Mapping[str, Any]) -> None:
+        """Replace the database's ``_security`` object (needs a database or server admin)."""
+
+        def save() -> None:
+            self._db(db).security = dict(security)
+
+        self._call(f"PUT /{db}/_security", save)
+
     def _db(self, db: str) -> couchdb.Database:
         return couchdb.Database(self.url + quote(db, safe=""), session=self._session)
 

@@ -31,6 +31,8 @@ from couchdb_events.config import (
     Config,
 )
 from couchdb_events.embedded import free_port
+from tests.couch import PouchServer
+from tests.daemon_host import http
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "install.sh"
@@ -389,6 +391,14 @@ def test_creates_the_databases_idempotently(installed: Installed, couch_url: str
         assert "PouchDB Server is already installed" in first.stderr
         assert f"==> created database {events}" in first.stderr
         assert f"==> created database {workers}" in first.stderr
+        assert f"==> database {events}: added _design/couchdb_events (rev 1-" in first.stderr
+        assert f"==> database {workers}: set _security: only server admins may read it" in (
+            first.stderr
+        )
+        assert (
+            f"==> the {events} and {workers} databases are now writable (and readable) by "
+            "CouchDB server admins only"
+        ) in first.stderr
         assert db_exists(couch_url, events)
         assert db_exists(couch_url, workers)
         section = dict(ini(first.stdout)[SECTION])
@@ -398,6 +408,10 @@ def test_creates_the_databases_idempotently(installed: Installed, couch_url: str
         assert second.returncode == 0, second.stderr
         assert f"==> database {events} already exists" in second.stderr
         assert f"==> database {workers} already exists" in second.stderr
+        assert f"==> database {events}: _design/couchdb_events is in place (rev 1-" in (
+            second.stderr
+        )
+        assert f"==> database {workers}: _security is in place" in second.stderr
         assert db_exists(couch_url, events)
         assert db_exists(couch_url, workers)
         assert second.stdout == first.stdout
@@ -426,6 +440,31 @@ def test_an_existing_database_is_fine(
         assert db_exists(couch_url, workers)
     finally:
         delete_db(couch_url, workers)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_non_admins_url_is_refused_without_the_password(
+    installed: Installed, couch: PouchServer
+) -> None:
+    # A server of its own: one with an admin, which the session's server must not get.
+    with PouchServer(node=couch.node, script=couch.script) as own:
+        admin = own.url.replace("http://", "http://boss:s3cret-admin@", 1)
+        assert http("PUT", own.url + "_config/admins/boss", raw=b'"s3cret-admin"')[0] == 200
+        user = {"name": "bob", "password": "b0b-pw", "roles": [], "type": "user"}
+        assert http("PUT", admin + "_users/org.couchdb.user:bob", user)[0] == 201
+        url = own.url.replace("http://", "http://bob:b0b-pw@", 1)
+        result = run("--venv", str(installed.venv), "--couchdb-url", url)
+        assert result.returncode == 1
+        assert "knows 'bob', but not as a server admin" in result.stderr
+        assert "http://bob:*****@" in result.stderr
+        assert "b0b-pw" not in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+        assert "writable" not in result.stderr
+        assert result.stdout == ""
+        # Nothing was created (and the server is still up to say so).
+        for db in ("events", "workers"):
+            assert http("GET", admin + db)[0] == 404
 
 
 @pytest.mark.slow
