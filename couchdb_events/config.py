@@ -160,6 +160,9 @@ class Config:
     max_queue: int = 1000
     max_body: int = 1024 * 1024
     max_queued: int = 10_000
+    durable: bool = True
+    activations_db: str = ""  # empty: <events_db>_activations
+    activations_retention_days: int = 30
     require_valid_user: bool = False
     status_access: str = "admin"
     session_cache_ttl: float = 10.0
@@ -167,6 +170,10 @@ class Config:
     interpreters: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_INTERPRETERS)
     )
+
+    def __post_init__(self) -> None:
+        if not self.activations_db:
+            object.__setattr__(self, "activations_db", f"{self.events_db}_activations")
 
     @property
     def display_url(self) -> str:
@@ -222,6 +229,9 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "max_queue": _positive_int,
     "max_body": _positive_int,
     "max_queued": _positive_int,
+    "durable": _boolean,
+    "activations_db": _db_name,
+    "activations_retention_days": _positive_int,
     "require_valid_user": _boolean,
     "status_access": _status_access,
     "session_cache_ttl": _seconds,

@@ -1,7 +1,8 @@
 """Firing: a request becomes one message per worker run of every event it matches.
 
 All or nothing: every worker is checked (exists, valid, has room) before any message is queued,
-so a 4xx/5xx answer means nothing was accepted and a 202 means everything was.
+so a 4xx/5xx answer means nothing was accepted and a 202 means everything was. The runner
+(``runner.py``) then records and queues the messages.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ log = logs.get("dispatch")
 @dataclass(frozen=True)
 class Fired:
     events: list[str]
-    messages: list[Message]
+    runs: list[tuple[WorkerSpec, Message]]
+
+    @property
+    def messages(self) -> list[Message]:
+        return [message for _spec, message in self.runs]
 
 
 class Dispatcher:
@@ -36,8 +41,9 @@ class Dispatcher:
         """The events the request fires; raises 404/405 (or 500 for a broken event)."""
         return find_events(self._registry.events, request.method, request.path)
 
-    def fire(self, request: Request, events: list[EventSpec] | None = None) -> Fired:
-        """Queue one message per worker run of ``events`` (matched now when not given)."""
+    def prepare(self, request: Request, events: list[EventSpec] | None = None) -> Fired:
+        """One message per worker run of ``events`` (matched now when not given), after
+        checking that every worker can take it; nothing is queued yet (see ``runner``)."""
         loop = asyncio.get_running_loop()
         if events is None:
             events = self.match(request)
@@ -71,12 +77,15 @@ class Dispatcher:
                     request.user,
                 )
                 message = Message(
-                    new_id(), event.id, name, arguments, wire, outcome=loop.create_future()
+                    new_id(),
+                    event.id,
+                    name,
+                    arguments,
+                    wire,
+                    outcome=loop.create_future(),
+                    worker_rev=spec.rev,
                 )
                 runs.append((spec, message))
         for spec, _message in runs:
             self._supervisor.check(spec)
-        for spec, message in runs:
-            self._supervisor.submit(spec, message)
-        log.debug("fired %s: %d run(s)", ", ".join(e.id for e in events), len(runs))
-        return Fired([e.id for e in events], [message for _spec, message in runs])
+        return Fired([e.id for e in events], runs)

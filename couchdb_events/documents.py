@@ -89,6 +89,9 @@ class WorkerSpec:
     max_messages: int | None = None  # recycled after about this many messages
     limits: Limits = field(default_factory=Limits)
     env: Mapping[str, str] = field(default_factory=dict)
+    retries: int = 0  # further attempts after a failed or timed-out run
+    retry_delay: float = 1.0  # seconds before the first retry, doubling after each
+    store_output: bool = True  # keep answers and output tails in activation records
 
 
 def normalize_path(path: str) -> str:
@@ -258,7 +261,24 @@ def _parse_worker(name: str, rev: str, doc: Mapping[str, Any], config: Config) -
         max_messages=_optional(doc, "max_messages", _int_field),
         limits=_limits(doc.get("limits")),
         env=_env(doc.get("env")),
+        retries=_count(doc, "retries"),
+        retry_delay=_seconds_field(doc, "retry_delay", 1.0),
+        store_output=_flag(doc, "store_output", True),
     )
+
+
+def _count(doc: Mapping[str, Any], key: str) -> int:
+    value = doc.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a whole number of at least 0, not {value!r}")
+    return value
+
+
+def _flag(doc: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = doc.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, not {value!r}")
+    return value
 
 
 def _optional(

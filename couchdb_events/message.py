@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,11 +41,14 @@ def worker_request(
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended: ``succeeded``, ``delivered`` (stream workers never answer) or ``failed``."""
+    """How a run ended: ``succeeded``, ``delivered`` (stream workers never answer), ``failed``,
+    ``timeout``; with the tails of what the worker wrote meanwhile."""
 
     state: str
     answer: Any = None
     error: str | None = None
+    stdout: tuple[str, ...] = ()
+    stderr: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state}
@@ -66,6 +70,12 @@ class Message:
     request: dict[str, Any]
     accepted: float = field(default_factory=time.time)
     outcome: asyncio.Future[Outcome] | None = None
+    attempt: int = 1
+    worker_rev: str = ""
+    # Set by the runner: called when the message reaches a process, and with each outcome
+    # (which may lead to another attempt rather than to the final answer).
+    on_start: Callable[[Message], None] | None = field(default=None, repr=False)
+    settle: Callable[[Message, Outcome], None] | None = field(default=None, repr=False)
 
     def line(self) -> bytes:
         """The message as one JSON line for the worker's stdin."""
@@ -75,12 +85,26 @@ class Message:
             "worker": self.worker,
             "arguments": self.arguments,
             "request": self.request,
+            "attempt": self.attempt,
         }
         try:
             return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
         except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: keep it escaped
             return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 
+    def started(self) -> None:
+        """The message was written to a worker process."""
+        if self.on_start is not None:
+            self.on_start(self)
+
     def finish(self, outcome: Outcome) -> None:
+        """An attempt ended; the runner decides whether that is the final outcome."""
+        if self.settle is not None:
+            self.settle(self, outcome)
+        else:
+            self.resolve(outcome)
+
+    def resolve(self, outcome: Outcome) -> None:
+        """The final outcome: a caller waiting with ``?wait=`` gets it."""
         if self.outcome is not None and not self.outcome.done():
             self.outcome.set_result(outcome)

@@ -26,7 +26,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import logs
@@ -34,10 +34,12 @@ from .deploy import Deployer
 from .documents import Mode, WorkerSpec
 from .errors import DocumentError, HTTPError, StoreError
 from .message import Message, Outcome
-from .process import StartError, WorkerProcess, describe_exit
+from .process import RUN_LINE, StartError, WorkerProcess, describe_exit
 from .states import CrashPolicy, PoolState, ProcessState
 
 log = logs.get("pool")
+
+INTERRUPTED = "interrupted"  # the daemon stopped before the run could end
 
 MEMORY_STRIKES = 3  # samples over memory_limit in a row before a process is recycled
 FETCH_RETRY = 2.0  # seconds between attempts to fetch a worker's code while CouchDB is away
@@ -79,8 +81,9 @@ class Pool:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- taking messages ------------------------------------------------------------------
-    def check(self) -> None:
-        """Raise the error a new message would get now, if any."""
+    def check(self, force: bool = False) -> None:
+        """Raise the error a new message would get now, if any. ``force``: an already accepted
+        message (a retry, a resumed run) is not refused for a full queue."""
         if self.spec.error:
             raise HTTPError(500, "worker_invalid", self.spec.error)
         if self.state is PoolState.FAILED:
@@ -89,7 +92,7 @@ class Pool:
             raise HTTPError(
                 503, "shutting_down", "couchdb-events is stopping", {"Retry-After": "5"}
             )
-        if len(self.queue) >= self.spec.max_queue:
+        if len(self.queue) >= self.spec.max_queue and not force:
             raise HTTPError(
                 503,
                 "queue_full",
@@ -97,8 +100,8 @@ class Pool:
                 {"Retry-After": "1"},
             )
 
-    def submit(self, message: Message) -> None:
-        self.check()
+    def submit(self, message: Message, force: bool = False) -> None:
+        self.check(force)
         self.counters.fired += 1
         while self._waiters:
             proc, waiter = self._waiters.popleft()
@@ -238,6 +241,8 @@ class Pool:
             self._answers[proc] = answer
             proc.current = message.id
             proc.state = ProcessState.BUSY
+        proc.run_stdout.clear()
+        proc.run_stderr.clear()
         if not await proc.send(message.line()):
             self._answers.pop(proc, None)
             proc.current = None
@@ -245,8 +250,9 @@ class Pool:
             return False
         proc.handled += 1
         self.counters.delivered += 1
+        message.started()
         if answer is None:
-            self._finish(message, Outcome("delivered"))
+            self._finish(message, Outcome("delivered"), proc)
             return True
         if mode is Mode.ONCE:
             proc.close_stdin()
@@ -263,28 +269,35 @@ class Pool:
             answer.cancel()
             error = f"{proc} did not finish within {proc.spec.timeout:g} s (timeout); killed"
             await proc.kill(self._stop_timeout)
-            self._finish(message, Outcome("timeout", None, self._with_stderr(error, proc)))
+            self._finish(message, Outcome("timeout", None, self._with_stderr(error, proc)), proc)
             return False
         if mode is Mode.ONCE:
             returncode = await proc.exited
             value = answer.result() if answer.done() else None
             if returncode != 0:
                 error = f"{proc} ended with {describe_exit(returncode)}"
-                self._finish(message, Outcome("failed", value, self._with_stderr(error, proc)))
+                self._finish(
+                    message, Outcome("failed", value, self._with_stderr(error, proc)), proc
+                )
             else:
-                self._finish(message, _answer_outcome(value))
+                self._finish(message, _answer_outcome(value), proc)
             return False
         if answer.done():
             proc.state = ProcessState.IDLE
             self._crash.healthy()
-            self._finish(message, _answer_outcome(answer.result()))
+            self._finish(message, _answer_outcome(answer.result()), proc)
             return True
         answer.cancel()
         error = f"{proc} ended with {describe_exit(proc.returncode)} before answering"
-        self._finish(message, Outcome("failed", None, self._with_stderr(error, proc)))
+        state = INTERRUPTED if self._closing else "failed"  # stopped by us: run it next time
+        self._finish(message, Outcome(state, None, self._with_stderr(error, proc)), proc)
         return False
 
-    def _finish(self, message: Message, outcome: Outcome) -> None:
+    def _finish(
+        self, message: Message, outcome: Outcome, proc: WorkerProcess | None = None
+    ) -> None:
+        if proc is not None and (proc.run_stdout or proc.run_stderr):
+            outcome = replace(outcome, stdout=tuple(proc.run_stdout), stderr=tuple(proc.run_stderr))
         if outcome.state == "failed":
             self.counters.failed += 1
             self._note_error(outcome.error or "failed")
@@ -325,10 +338,16 @@ class Pool:
                 return
             except ValueError:
                 pass
-        log.info("%s: %s", proc, line.decode("utf-8", "replace").rstrip())
+        text = line.decode("utf-8", "replace").rstrip()
+        if proc.current is not None:
+            proc.run_stdout.append(text[:RUN_LINE])
+        log.info("%s: %s", proc, text)
 
     def _stderr_line(self, proc: WorkerProcess, line: bytes) -> None:
-        log.info("%s stderr: %s", proc, line.decode("utf-8", "replace").rstrip())
+        text = line.decode("utf-8", "replace").rstrip()
+        if proc.current is not None:
+            proc.run_stderr.append(text[:RUN_LINE])
+        log.info("%s stderr: %s", proc, text)
 
     def sample(self) -> None:
         """Check each process's memory; recycle one over ``memory_limit`` several times in a row."""
@@ -406,7 +425,9 @@ class Pool:
         self._closing = True
         if self._retry is not None:
             self._retry.cancel()
-        self._fail_queue("couchdb-events stopped before this message was delivered")
+        while self.queue:
+            error = "couchdb-events stopped before this message was delivered"
+            self._finish(self.queue.popleft(), Outcome(INTERRUPTED, None, error))
         for _proc, waiter in list(self._waiters):
             if not waiter.done():
                 waiter.set_result(None)

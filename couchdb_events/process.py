@@ -31,6 +31,8 @@ MAX_LINE = 1024 * 1024
 SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 PRLIMIT = shutil.which("prlimit") if sys.platform.startswith("linux") else None
 STDERR_TAIL = 20
+RUN_TAIL = 20  # lines
+RUN_LINE = 1000  # characters kept of each
 
 LineHandler = Callable[["WorkerProcess", bytes], None]
 
@@ -94,6 +96,9 @@ class WorkerProcess:
         self.recycle: str | None = None  # why it should stop after its current message
         self.recycle_after: int | None = None  # messages, with jitter (max_messages)
         self.memory_strikes = 0  # memory samples over the limit in a row
+        # What the process wrote while working on its current message (for its activation).
+        self.run_stdout: deque[str] = deque(maxlen=RUN_TAIL)
+        self.run_stderr: deque[str] = deque(maxlen=RUN_TAIL)
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
         self._proc: asyncio.subprocess.Process | None = None

@@ -18,11 +18,13 @@ from typing import Any, Protocol
 
 from . import __version__
 from .access import Access, User, check_events, check_status, credentials, needs_user
+from .activations_api import activations_answer
 from .config import Config
 from .dispatch import Dispatcher
 from .documents import EventSpec
 from .errors import HTTPError
 from .request import Request
+from .runner import Runner
 
 MAX_WAIT = 300.0
 _ANY_EVENT = EventSpec("", "")  # a plain event: what an unknown path is checked as
@@ -77,9 +79,15 @@ def _only(request: Request, *methods: str) -> None:
 
 class Router:
     def __init__(
-        self, dispatcher: Dispatcher, status: StatusSource, config: Config, access: Access
+        self,
+        dispatcher: Dispatcher,
+        runner: Runner,
+        status: StatusSource,
+        config: Config,
+        access: Access,
     ) -> None:
         self._dispatcher = dispatcher
+        self._runner = runner
         self._status = status
         self._config = config
         self._access = access
@@ -99,12 +107,20 @@ class Router:
             return Answer(200, {"couchdb_events": "Welcome", "version": __version__})
         if path in ("/_status", "/_status/"):
             _only(request, "GET", "HEAD")
-            public = self._config.status_access == "public"
-            check_status(self._config, await self._user(request, required=not public))
+            await self._check_status(request)
             return Answer(200, self._status.status())
+        if path == "/_activations" or path.startswith("/_activations/"):
+            _only(request, "GET", "HEAD")
+            await self._check_status(request)
+            return await activations_answer(self._runner.activations, request)
         if path.startswith("/_"):
             raise HTTPError(404, "not_found", f"{path} is not an endpoint of couchdb-events")
         return await self._fire(request, max_wait)
+
+    async def _check_status(self, request: Request) -> None:
+        """Status and activation records are for whom ``status_access`` says."""
+        public = self._config.status_access == "public"
+        check_status(self._config, await self._user(request, required=not public))
 
     async def _fire(self, request: Request, max_wait: float) -> Answer:
         wait = wait_seconds(request.query, request.headers)
@@ -118,7 +134,8 @@ class Router:
             raise
         user = await self._user(request, required=needs_user(self._config, events))
         check_events(self._config, events, user)
-        fired = self._dispatcher.fire(replace(request, user=user), events)
+        fired = self._dispatcher.prepare(replace(request, user=user), events)
+        await self._runner.run(fired.runs)
         runs: list[dict[str, Any]] = [
             {"id": m.id, "event": m.event, "worker": m.worker} for m in fired.messages
         ]

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from . import __version__, logs
 from .access import Access
+from .activations import Activations
 from .config import Config
 from .deploy import Deployer
 from .dispatch import Dispatcher
@@ -28,6 +29,7 @@ from .feed import Feed
 from .httpapi import Api
 from .registry import Registry
 from .router import Router
+from .runner import Runner
 from .store import Store
 from .supervisor import Supervisor, kill_leftovers, worker_environment
 
@@ -71,12 +73,15 @@ class Service:
         self.registry = Registry(config, self._worker_changed)
         self.dispatcher = Dispatcher(self.registry, self.supervisor)
         self.access = Access(config)
-        self.router = Router(self.dispatcher, self, config, self.access)
+        self.activations = Activations(self.store, config) if config.durable else None
+        self.runs = Runner(self.registry, self.supervisor, self.activations)
+        self.router = Router(self.dispatcher, self.runs, self, config, self.access)
         self.api = Api(self.router, config.max_body)
         self.feeds: list[Feed] = []
         self.last_error = LastError()
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._expirer: asyncio.Task[None] | None = None
 
     def _fetch_code(self, spec: WorkerSpec) -> dict[str, bytes]:
         return self.store.attachments(self.config.workers_db, spec.name, spec.rev)
@@ -110,6 +115,13 @@ class Service:
                 f.last_error or "no answer" for f in self.feeds if not f.caught_up.is_set()
             )
             raise StartupError(f"cannot read the events and workers databases: {errors}") from None
+        if self.activations is not None:
+            try:
+                await self.activations.start()
+                await self.runs.resume()
+            except StoreError as exc:
+                raise StartupError(f"activation records: {exc}") from None
+            self._expirer = asyncio.create_task(self._expire())
         if self.listen:
             await self._listen()
         self._sweeper = asyncio.create_task(self.supervisor.watch())
@@ -186,13 +198,32 @@ class Service:
                     return int(address[1])
         return self.config.port
 
+    async def _expire(self) -> None:
+        """Drop activation databases past their retention, now and every six hours."""
+        assert self.activations is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                dropped = await loop.run_in_executor(None, self.activations.expire, time.time())
+            except StoreError as exc:
+                log.warning("cannot expire old activations: %s", exc)
+            else:
+                for db in dropped:
+                    log.info("dropped %s: older than activations_retention_days", db)
+            await asyncio.sleep(6 * 3600)
+
     async def stop(self) -> None:
         """Stop every worker process (new requests get 503 meanwhile), stop listening, stop
-        following CouchDB. Requests waiting for an answer get theirs (failed) first."""
+        following CouchDB. Requests waiting for an answer get theirs (failed) first; runs not
+        finished keep their open activation records, for the next start."""
         log.info("stopping")
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._expirer):
+            if task is not None:
+                task.cancel()
+        self.runs.close()
         await self.supervisor.close()
+        if self.activations is not None:
+            await self.activations.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.access.close()
@@ -202,6 +233,20 @@ class Service:
         log.info("stopped")
 
     # -- status ---------------------------------------------------------------------------
+    def _activations_status(self) -> dict[str, Any]:
+        if self.activations is None:
+            return {"durable": False}
+        return {
+            "durable": True,
+            "db": self.activations.prefix + "_YYYY_MM",
+            "backlog": self.activations.backlog,
+            "writes": self.activations.writes,
+            "written": self.activations.written,
+            "resumed": self.runs.resumed,
+            "retried": self.runs.retried,
+            "last_error": self.activations.last_error,
+        }
+
     def status(self) -> dict[str, Any]:
         workers: dict[str, Any] = {}
         pools = self.supervisor.snapshot()
@@ -237,6 +282,7 @@ class Service:
             "feeds": {f.db: f.status() for f in self.feeds},
             "events": events,
             "workers": workers,
+            "activations": self._activations_status(),
             "last_error": self.last_error.last,
         }
 

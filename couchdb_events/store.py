@@ -194,3 +194,42 @@ class Store:
             return Changes(list(answer.get("results") or []), answer.get("last_seq", since))
 
         return self._call(f"GET /{db}/_changes", fetch)
+
+    # -- many documents at once ------------------------------------------------------------
+    def bulk_docs(self, db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write ``docs`` in one ``_bulk_docs`` request; one result per doc, in order
+        (``{"ok": true, "id", "rev"}`` or ``{"id", "error", "reason"}``)."""
+
+        def write() -> list[dict[str, Any]]:
+            answer = self._db(db).resource.post_json("_bulk_docs", body={"docs": docs})[2]
+            if not isinstance(answer, list):
+                raise ValueError(f"_bulk_docs answered {answer!r}")
+            return [dict(result) for result in answer]
+
+        return self._call(f"POST /{db}/_bulk_docs", write)
+
+    def find(
+        self, db: str, selector: Mapping[str, Any], *, limit: int = 100, skip: int = 0,
+        sort: list[Any] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Documents matching a Mango ``selector`` (``_find``)."""
+        body: dict[str, Any] = {"selector": dict(selector), "limit": limit, "skip": skip}
+        if sort:
+            body["sort"] = sort
+
+        def query() -> list[dict[str, Any]]:
+            answer = self._db(db).resource.post_json("_find", body=body)[2]
+            return [dict(doc) for doc in answer.get("docs", [])]
+
+        return self._call(f"POST /{db}/_find", query)
+
+    def index(self, db: str, fields: list[str], name: str) -> None:
+        """Make sure a Mango index on ``fields`` exists (idempotent in CouchDB)."""
+        body = {"index": {"fields": fields}, "name": name, "ddoc": name, "type": "json"}
+        self._call(
+            f"POST /{db}/_index", lambda: self._db(db).resource.post_json("_index", body=body)
+        )
+
+    def databases(self) -> list[str]:
+        """Every database name (``_all_dbs``)."""
+        return self._call("GET /_all_dbs", lambda: [str(name) for name in self._server])

@@ -128,8 +128,8 @@ class Supervisor:
                 {"Retry-After": "1"},
             )
 
-    def submit(self, spec: WorkerSpec, message: Message) -> None:
-        self._pool(spec).submit(message)
+    def submit(self, spec: WorkerSpec, message: Message, force: bool = False) -> None:
+        self._pool(spec).submit(message, force)
 
     def worker_changed(self, name: str, spec: WorkerSpec | None) -> None:
         """The registry saw a new revision (or, with None, the deletion) of a worker document."""

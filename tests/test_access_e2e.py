@@ -179,7 +179,8 @@ def test_status_access(serve: StartServe, access: str, anonymous: int, bob: int,
     assert http("GET", url + "_status", headers=basic(*ADMIN))[0] == boss
 
 
-def test_couchdb_down_means_503_not_a_pass(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_couchdb_down_means_503_not_a_pass(tmp_path: Path, durable: bool) -> None:
     with EmbeddedCouch() as couch:
         for db in ("events", "workers"):
             assert http("PUT", couch.url + db)[0] == 201
@@ -195,9 +196,11 @@ def test_couchdb_down_means_503_not_a_pass(tmp_path: Path) -> None:
         put_doc(couch.url, "events", {"_id": "mail", "roles": ["mailers"], "workers": {"who": {}}})
         put_doc(couch.url, "events", {"_id": "open", "workers": {"who": {}}})
         port = free_port()
+        ini = tmp_path / "serve.ini"
+        ini.write_text(f"[couchdb_events]\ndurable = {str(durable).lower()}\n")
         proc = subprocess.Popen(
             [sys.executable, "-m", "couchdb_events", "serve", "--couchdb-url", couch.url,
-             "--port", str(port), "--work-dir", str(tmp_path / "w")],
+             "--port", str(port), "--work-dir", str(tmp_path / "w"), "--config", str(ini)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -216,7 +219,12 @@ def test_couchdb_down_means_503_not_a_pass(tmp_path: Path) -> None:
             couch.stop()
             status, body = fire(url, "mail", basic("ann", "ann-pw"))
             assert (status, body["error"]) == (503, "unavailable")
-            assert fire(url, "open")[0] == 200  # nothing to decide: goes on
+            status, body = fire(url, "open")
+            if durable:  # nothing is acknowledged that was not stored
+                assert (status, body["error"]) == (503, "unavailable")
+                assert "activation record" in body["reason"]
+            else:  # nothing to decide and nothing to store: goes on
+                assert status == 200
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)

@@ -507,7 +507,10 @@ def test_documents_take_effect_within_a_second(start_daemon: StartDaemon) -> Non
 
 
 # -- CouchDB going away ----------------------------------------------------------------------
-def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_couchdb_going_away_and_coming_back(
+    start_daemon: StartDaemon, tmp_path: Path, durable: bool
+) -> None:
     from couchdb_events.embedded import EmbeddedCouch
 
     data = tmp_path / "couch-data"
@@ -524,7 +527,9 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
             url, "wk", "later", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply"
         )
         put_doc(url, "ev", {"_id": "later", "workers": {"later": {}}})
-        daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
+        daemon = start_daemon(
+            couchdb_url=url, events_db="ev", workers_db="wk", durable=str(durable).lower()
+        )
         status, _h, body = daemon.fire("/ping?wait=10")
         assert status == 200, body
 
@@ -533,16 +538,23 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
             lambda s: not s["couchdb_events"]["couchdb_connected"], timeout=40
         )
         assert gone["feeds"]["ev"]["last_error"]
-        # Known events still fire: dispatch never waits on CouchDB.
-        status, _h, body = daemon.fire("/ping?wait=10")
-        assert status == 200 and body["runs"][0]["state"] == "succeeded"
-        # A worker whose code was never fetched: the message waits, it is not lost.
-        status, _h, body = daemon.fire("/later")
-        assert status == 202
-        later = daemon.wait_status(
-            lambda s: "cannot fetch" in (s["workers"]["later"]["last_error"] or "")
-        )
-        assert later["workers"]["later"]["queued"] == 1
+        if durable:
+            # Nothing is acknowledged that was not stored: 503, and no run happens.
+            for path in ("/ping", "/later"):
+                status, headers, body = daemon.fire(path)
+                assert (status, body["error"]) == (503, "unavailable"), body
+                assert headers["Retry-After"]
+        else:
+            # Known events still fire: dispatch never waits on CouchDB.
+            status, _h, body = daemon.fire("/ping?wait=10")
+            assert status == 200 and body["runs"][0]["state"] == "succeeded"
+            # A worker whose code was never fetched: the message waits, it is not lost.
+            status, _h, body = daemon.fire("/later")
+            assert status == 202
+            later = daemon.wait_status(
+                lambda s: "cannot fetch" in (s["workers"]["later"]["last_error"] or "")
+            )
+            assert later["workers"]["later"]["queued"] == 1
 
         couch = EmbeddedCouch(data_dir=data, port=couch.port).start()
         try:
@@ -551,6 +563,8 @@ def test_couchdb_going_away_and_coming_back(start_daemon: StartDaemon, tmp_path:
             print(daemon.host.log_text())
             print("\n".join(daemon.host.stderr))
             raise
+        if durable:
+            wait_for(lambda: daemon.fire("/later")[0] == 202, timeout=15)
         done = daemon.wait_status(lambda s: s["workers"]["later"]["succeeded"] == 1, timeout=15)
         assert done["workers"]["later"]["queued"] == 0
         put_doc(url, "ev", {"_id": "pong", "workers": {"echo": {}}})

@@ -99,11 +99,14 @@ def test_line_is_compact_json_ending_in_newline() -> None:
         "worker": "send_email",
         "arguments": {"to": "a@b"},
         "request": request({"Accept": "*/*"}),
+        "attempt": 1,
     }
 
 
 def test_line_does_not_carry_accepted_or_outcome() -> None:
-    assert set(json.loads(message().line())) == {"id", "event", "worker", "arguments", "request"}
+    assert set(json.loads(message().line())) == {
+        "id", "event", "worker", "arguments", "request", "attempt"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("text", ["a\nb", "a\r\nb", "\n", "a\rb", "tab\there"])

@@ -1,0 +1,366 @@
+"""Activation records: one CouchDB document per worker run, written before the 202 goes out.
+
+Documents live in one database per month (``<activations_db>_YYYY_MM``), so that expiring old
+records is dropping a database, not deleting documents one by one. Each record goes through
+explicit states::
+
+    accepted ─► running ─► succeeded | failed | timeout
+        │          └─────► (daemon died) ─► accepted again, attempt + 1, on restart
+        └─► rejected (accepted, then refused by a full queue)      lost (see runner)
+
+Writes are group-committed: whatever is waiting when the writer is free goes out in one
+``_bulk_docs`` request, and several updates of one record in the meantime become one write.
+``accept`` waits for its write (the promise behind a 202); state updates do not wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import logs
+from .config import Config
+from .errors import HTTPError, NotFound, StoreError
+from .message import Message, Outcome
+from .store import Store
+
+log = logs.get("activations")
+
+FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "lost", "rejected"})
+OPEN_STATES = ("accepted", "running")
+BATCH = 500  # documents per _bulk_docs request
+RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
+MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
+
+
+def iso(timestamp: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
+        + f".{int(timestamp % 1 * 1000):03d}Z"
+    )
+
+
+def month_db(prefix: str, timestamp: float) -> str:
+    year, month = time.gmtime(timestamp)[:2]
+    return f"{prefix}_{year:04d}_{month:02d}"
+
+
+def bounded(value: Any, limit: int = MAX_ANSWER) -> Any:
+    """``value``, or a note of its size when its JSON is longer than ``limit`` bytes."""
+    text = json.dumps(value, separators=(",", ":"))
+    if len(text) <= limit:
+        return value
+    return {"truncated": True, "bytes": len(text), "start": text[:1000]}
+
+
+@dataclass
+class _Record:
+    db: str
+    doc: dict[str, Any]
+    stored: asyncio.Future[None] | None = None  # resolved when the accepted state is stored
+    dirty: bool = True
+
+
+@dataclass
+class _Writer:
+    """What the writer task shares with callers; only the loop touches it."""
+
+    records: dict[str, _Record] = field(default_factory=dict)
+    queue: dict[str, None] = field(default_factory=dict)  # ids waiting to be written, in order
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Activations:
+    """The activations databases, written through one group-committing writer task."""
+
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+        self.prefix = config.activations_db
+        self._writer = _Writer()
+        self._task: asyncio.Task[None] | None = None
+        self._known_dbs: set[str] = set()
+        self.writes = 0  # _bulk_docs requests
+        self.written = 0  # documents
+        self.last_error: str | None = None
+
+    # -- life -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._ensure_db(month_db(self.prefix, time.time()))
+        self._task = asyncio.create_task(self._write_forever())
+
+    async def close(self, timeout: float = 3.0) -> None:
+        """Write what is waiting (for at most ``timeout`` seconds), then stop the writer."""
+        deadline = time.monotonic() + timeout
+        while self._writer.queue and time.monotonic() < deadline and self.last_error is None:
+            await asyncio.sleep(0.02)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _ensure_db(self, db: str) -> None:
+        if db in self._known_dbs:
+            return
+        loop = asyncio.get_running_loop()
+
+        def make() -> None:
+            if self.store.create(db):
+                log.info("created activations database %s", db)
+            self.store.index(db, ["state"], "couchdb-events-state")
+            self.store.index(db, ["accepted"], "couchdb-events-accepted")
+
+        await loop.run_in_executor(None, make)
+        self._known_dbs.add(db)
+
+    # -- writing --------------------------------------------------------------------------
+    async def accept(self, messages: Iterable[Message], store_output: dict[str, bool]) -> None:
+        """Store the ``accepted`` record of each message; raises 503 when CouchDB fails."""
+        futures = []
+        loop = asyncio.get_running_loop()
+        for message in messages:
+            db = month_db(self.prefix, message.accepted)
+            try:
+                await self._ensure_db(db)
+            except StoreError as exc:
+                raise _unavailable(exc) from None
+            doc = {
+                "_id": message.id,
+                "type": "activation",
+                "event": message.event,
+                "worker": message.worker,
+                "worker_rev": message.worker_rev,
+                "arguments": message.arguments,
+                "request": message.request,
+                "state": "accepted",
+                "attempt": message.attempt,
+                "accepted": iso(message.accepted),
+                "started": None,
+                "ended": None,
+                "store_output": store_output.get(message.worker, True),
+            }
+            stored: asyncio.Future[None] = loop.create_future()
+            self._writer.records[message.id] = _Record(db, doc, stored=stored)
+            self._enqueue(message.id)
+            futures.append(stored)
+        if futures:
+            await asyncio.gather(*futures)
+
+    def adopt(self, db: str, doc: dict[str, Any]) -> None:
+        """Take over a record read back from CouchDB (resuming after a restart)."""
+        self._writer.records[doc["_id"]] = _Record(db, doc, dirty=False)
+
+    def update(self, activation_id: str, **fields: Any) -> None:
+        """Change a record; written soon, with whatever else is waiting. Never waits."""
+        record = self._writer.records.get(activation_id)
+        if record is None:
+            return
+        record.doc.update(fields)
+        self._enqueue(activation_id)
+
+    def started(self, message: Message) -> None:
+        self.update(message.id, state="running", attempt=message.attempt, started=iso(time.time()))
+
+    def retrying(self, message: Message, error: str | None) -> None:
+        self.update(message.id, state="accepted", attempt=message.attempt, last_error=error)
+
+    def finished(self, message: Message, outcome: Outcome) -> None:
+        record = self._writer.records.get(message.id)
+        if record is None:
+            return
+        state = "succeeded" if outcome.state == "delivered" else outcome.state
+        fields: dict[str, Any] = {"state": state, "ended": iso(time.time()), "error": outcome.error}
+        if record.doc.get("store_output", True):
+            fields["answer"] = bounded(outcome.answer)
+            fields["stdout"] = list(outcome.stdout)
+            fields["stderr"] = list(outcome.stderr)
+        if outcome.state == "delivered":
+            fields["delivered_only"] = True  # a stream worker: done once delivered
+        self.update(message.id, **fields)
+
+    def _enqueue(self, activation_id: str) -> None:
+        record = self._writer.records[activation_id]
+        record.dirty = True
+        self._writer.queue[activation_id] = None
+        self._writer.wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._writer.queue)
+
+    async def _write_forever(self) -> None:
+        delay = RETRY_FIRST
+        writer = self._writer
+        while True:
+            await writer.wake.wait()
+            writer.wake.clear()
+            while writer.queue:
+                ids = list(writer.queue)[:BATCH]
+                for activation_id in ids:
+                    del writer.queue[activation_id]
+                try:
+                    await self._write(ids)
+                except StoreError as exc:
+                    self._failed(ids, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(RETRY_CAP, delay * 2)
+                    continue
+                delay = RETRY_FIRST
+                self.last_error = None
+
+    async def _write(self, ids: list[str]) -> None:
+        records = self._writer.records
+        by_db: dict[str, list[dict[str, Any]]] = {}
+        for activation_id in ids:
+            record = records[activation_id]
+            record.dirty = False
+            by_db.setdefault(record.db, []).append(dict(record.doc))
+        loop = asyncio.get_running_loop()
+        for db, docs in by_db.items():
+            results = await loop.run_in_executor(None, self.store.bulk_docs, db, docs)
+            self.writes += 1
+            conflicts = [
+                doc["_id"]
+                for doc, result in zip(docs, results, strict=True)
+                if not self._written(doc, result)
+            ]
+            for activation_id in conflicts:
+                # Someone else wrote it (another daemon resuming, a lost answer): take their
+                # revision and write ours over it.
+                rev = await loop.run_in_executor(None, self._current_rev, db, activation_id)
+                again = records.get(activation_id)
+                if again is not None:
+                    again.doc["_rev"] = rev
+                    if rev is None:
+                        again.doc.pop("_rev")
+                    self._enqueue(activation_id)
+
+    def _current_rev(self, db: str, activation_id: str) -> str | None:
+        try:
+            return str(self.store.get(db, activation_id)["_rev"])
+        except NotFound:
+            return None
+
+    def _written(self, doc: dict[str, Any], result: dict[str, Any]) -> bool:
+        """Take in one result of a batch; False for a conflict to resolve."""
+        activation_id = doc["_id"]
+        record = self._writer.records.get(activation_id)
+        if record is None:
+            return True
+        if result.get("error") == "conflict":
+            return False
+        if result.get("error"):
+            error = f"{result.get('error')}: {result.get('reason')}"
+            log.error("activation %s could not be stored: %s", activation_id, error)
+            if record.stored is not None and not record.stored.done():
+                record.stored.set_exception(
+                    HTTPError(500, "activation_refused", f"CouchDB refused the record: {error}")
+                )
+            del self._writer.records[activation_id]
+            return True
+        self.written += 1
+        record.doc["_rev"] = result["rev"]
+        if record.stored is not None and not record.stored.done():
+            record.stored.set_result(None)
+        if not record.dirty and record.doc.get("state") in FINAL_STATES:
+            del self._writer.records[activation_id]  # done: nothing more will change
+        return True
+
+    def _failed(self, ids: list[str], exc: StoreError) -> None:
+        """CouchDB did not take the batch: refuse what waits for acceptance, retry the rest."""
+        self.last_error = str(exc)
+        log.warning("cannot write activations (%d waiting): %s", len(ids), exc)
+        for activation_id in ids:
+            record = self._writer.records.get(activation_id)
+            if record is None:
+                continue
+            if record.stored is not None and not record.stored.done():
+                record.stored.set_exception(_unavailable(exc))
+                del self._writer.records[activation_id]  # never acknowledged: forget it
+            else:
+                self._writer.queue[activation_id] = None
+
+    # -- reading --------------------------------------------------------------------------
+    def databases(self) -> list[str]:
+        """The activations databases, newest first (blocking)."""
+        prefix = self.prefix + "_"
+        names = [db for db in self.store.databases() if db.startswith(prefix)]
+        return sorted(names, reverse=True)
+
+    def open_records(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every record not in a final state, oldest first (blocking; for resuming)."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        for db in reversed(self.databases()):
+            skip = 0
+            while True:
+                docs = self.store.find(
+                    db, {"state": {"$in": list(OPEN_STATES)}}, limit=BATCH, skip=skip
+                )
+                found.extend((db, doc) for doc in docs)
+                if len(docs) < BATCH:
+                    break
+                skip += BATCH
+        found.sort(key=lambda item: str(item[1].get("accepted", "")))
+        return found
+
+    def get(self, activation_id: str) -> dict[str, Any]:
+        """One record, from memory if it is still changing, else from CouchDB (blocking)."""
+        record = self._writer.records.get(activation_id)
+        if record is not None:
+            return dict(record.doc)
+        for db in self.databases():
+            try:
+                return self.store.get(db, activation_id)
+            except NotFound:
+                continue
+        raise NotFound(f"no activation {activation_id!r}")
+
+    def query(
+        self, selector: dict[str, Any], since: str | None, until: str | None, limit: int, skip: int
+    ) -> list[dict[str, Any]]:
+        """Records matching ``selector`` accepted in [since, until], newest first (blocking)."""
+        where = dict(selector)
+        span: dict[str, str] = {}
+        if since:
+            span["$gte"] = since
+        if until:
+            span["$lte"] = until
+        where["accepted"] = span or {"$gt": None}
+        found: list[dict[str, Any]] = []
+        for db in self.databases():
+            found.extend(self.store.find(db, where, limit=skip + limit))
+            if since and db <= month_db(self.prefix, _parse_iso(since) or 0):
+                break
+        found.sort(key=lambda doc: str(doc.get("accepted", "")), reverse=True)
+        return found[skip : skip + limit]
+
+    def expire(self, now: float) -> list[str]:
+        """Drop the monthly databases wholly older than ``activations_retention_days``."""
+        horizon = now - self.config.activations_retention_days * 86400
+        keep = month_db(self.prefix, horizon)
+        dropped = []
+        for db in self.databases():
+            if db < keep:
+                self.store.delete(db)
+                self._known_dbs.discard(db)
+                dropped.append(db)
+        return dropped
+
+
+def _parse_iso(text: str) -> float | None:
+    try:
+        return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def _unavailable(exc: StoreError) -> HTTPError:
+    return HTTPError(
+        503,
+        "unavailable",
+        f"cannot store the activation record, so nothing was accepted: {exc}",
+        {"Retry-After": "5"},
+    )

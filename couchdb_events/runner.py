@@ -1,0 +1,168 @@
+"""From prepared runs to final outcomes: activation records, attempts and retries.
+
+::
+
+    prepared ──accept (records stored)──► queued ──written to a process──► running
+                                                                  │
+        succeeded / failed / timeout ◄───────── outcome ──────────┤
+                 ▲                                                │ failed or timeout, and
+                 └──── queued again after retry_delay · 2^(n-1) ◄─┘ attempts left (retries)
+
+With ``durable`` on, a 202 is given only once every record is stored. At start-up the records a
+previous daemon left open are resumed: ``accepted`` ones are queued again, ``running`` ones
+(cut off half-way) as their next attempt. When the daemon stops, runs it did not finish keep
+their open records, for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+from typing import Any
+
+from . import logs
+from .activations import Activations
+from .documents import WorkerSpec
+from .errors import HTTPError
+from .message import Message, Outcome
+from .pool import INTERRUPTED
+from .registry import Registry
+from .supervisor import Supervisor
+
+log = logs.get("runner")
+
+MAX_RETRY_DELAY = 3600.0
+
+
+class Runner:
+    def __init__(
+        self, registry: Registry, supervisor: Supervisor, activations: Activations | None
+    ) -> None:
+        self._registry = registry
+        self._supervisor = supervisor
+        self.activations = activations
+        self._timers: set[asyncio.TimerHandle] = set()
+        self.retried = 0
+        self.resumed = 0
+
+    def _hook(self, message: Message) -> None:
+        message.on_start = self._started
+        message.settle = self._settle
+
+    async def run(self, runs: list[tuple[WorkerSpec, Message]]) -> None:
+        """Record (when durable) and queue every run, or none: raises the ``HTTPError``."""
+        for _spec, message in runs:
+            self._hook(message)
+        if self.activations is not None:
+            outputs = {spec.name: spec.store_output for spec, _message in runs}
+            await self.activations.accept([message for _spec, message in runs], outputs)
+        try:
+            for spec, _message in runs:  # again: the queues may have filled meanwhile
+                self._supervisor.check(spec)
+        except HTTPError as exc:
+            for _spec, message in runs:
+                self._final(message, Outcome("rejected", None, exc.reason))
+            raise
+        for spec, message in runs:
+            self._supervisor.submit(spec, message)
+
+    def _started(self, message: Message) -> None:
+        if self.activations is not None:
+            self.activations.started(message)
+
+    def _settle(self, message: Message, outcome: Outcome) -> None:
+        if outcome.state == INTERRUPTED:
+            message.resolve(Outcome("failed", None, outcome.error))  # for a waiting caller only
+            return
+        spec = self._registry.workers.get(message.worker)
+        retry = outcome.state in ("failed", "timeout") and spec is not None
+        if retry and spec is not None and message.attempt <= spec.retries:
+            delay = min(MAX_RETRY_DELAY, spec.retry_delay * 2 ** (message.attempt - 1))
+            message.attempt += 1
+            self.retried += 1
+            log.info(
+                "run %s of worker %s %s; attempt %d in %.1f s",
+                message.id, message.worker, outcome.state, message.attempt, delay,
+            )  # fmt: skip
+            if self.activations is not None:
+                self.activations.retrying(message, outcome.error)
+            handle = asyncio.get_running_loop().call_later(delay, self._again, message)
+            self._timers.add(handle)
+            return
+        self._final(message, outcome)
+
+    def _final(self, message: Message, outcome: Outcome) -> None:
+        if self.activations is not None:
+            self.activations.finished(message, outcome)
+        message.resolve(outcome)
+
+    def _again(self, message: Message) -> None:
+        self._timers = {
+            t for t in self._timers if not t.cancelled() and t.when() > time.monotonic()
+        }
+        spec = self._registry.workers.get(message.worker)
+        if spec is None:
+            self._final(message, Outcome("failed", None, f"worker {message.worker!r} was deleted"))
+            return
+        message.worker_rev = spec.rev
+        try:
+            self._supervisor.submit(spec, message, force=True)
+        except HTTPError as exc:
+            if exc.error == "shutting_down":
+                return  # the record stays open: the next start resumes it
+            self._final(message, Outcome("failed", None, exc.reason))
+
+    async def resume(self) -> int:
+        """Queue again what a previous daemon accepted but did not finish; how many."""
+        if self.activations is None:
+            return 0
+        loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(None, self.activations.open_records)
+        for db, doc in records:
+            self.activations.adopt(db, doc)
+            message = _message(doc)
+            self._hook(message)
+            if doc.get("state") == "running":
+                message.attempt += 1  # cut off half-way: this is the next attempt
+            spec = self._registry.workers.get(message.worker)
+            if spec is None or spec.error:
+                why = "was deleted" if spec is None else "is invalid"
+                state = "lost" if doc.get("state") == "running" else "failed"
+                self._final(message, Outcome(state, None, f"worker {message.worker!r} {why}"))
+                continue
+            message.worker_rev = spec.rev
+            self.activations.retrying(message, doc.get("last_error"))
+            try:
+                self._supervisor.submit(spec, message, force=True)
+            except HTTPError as exc:
+                self._final(message, Outcome("failed", None, exc.reason))
+                continue
+            self.resumed += 1
+        if self.resumed:
+            log.warning("resumed %d accepted runs a previous daemon did not finish", self.resumed)
+        return self.resumed
+
+    def close(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+
+def _message(doc: dict[str, Any]) -> Message:
+    accepted = str(doc.get("accepted", ""))
+    try:
+        when = float(calendar.timegm(time.strptime(accepted[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        when = time.time()
+    return Message(
+        id=doc["_id"],
+        event=str(doc.get("event", "")),
+        worker=str(doc.get("worker", "")),
+        arguments=dict(doc.get("arguments") or {}),
+        request=dict(doc.get("request") or {}),
+        accepted=float(when),
+        outcome=asyncio.get_running_loop().create_future(),
+        attempt=int(doc.get("attempt", 1)),
+        worker_rev=str(doc.get("worker_rev", "")),
+    )
