@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,13 +108,18 @@ def _stop(service: subprocess.Popen[bytes]) -> None:
 
 def _show_example(config: Config, url: str, log_path: Path) -> None:
     say("==> pushing the seed's documents")
-    say("    " + push_path(config, DEMO / "email_event.json"))
-    say("    " + push_path(config, DEMO / "send_email"))
-    _wait_for(
-        lambda: "email_event" in _get(url + "_status")[1]["events"],
-        10,
-        "the service did not pick up the pushed event within 10 s",
-    )
+    pushed = [push_path(config, DEMO / "email_event.json"), push_path(config, DEMO / "send_email")]
+    for line in pushed:
+        say("    " + line)
+    event_rev, worker_rev = (re.search(r"rev ([^,)]+)", line).group(1) for line in pushed)  # type: ignore[union-attr]
+
+    def loaded() -> bool:
+        status = _get(url + "_status")[1]
+        event = status["events"].get("email_event") or {}
+        worker = status["workers"].get("send_email") or {}
+        return bool(event.get("rev") == event_rev and worker.get("rev") == worker_rev)
+
+    _wait_for(loaded, 10, "the service did not pick up the pushed documents within 10 s")
 
     say(f"==> GET {url}email_event")
     status, answer = _get(url + "email_event")
