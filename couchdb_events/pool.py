@@ -201,6 +201,9 @@ class Pool:
         while True:
             message = await self._next(proc)
             if message is None:
+                if proc.recycle:  # woken while idle, over memory_limit
+                    log.info("recycling %s: %s", proc, proc.recycle)
+                    self.counters.recycled += 1
                 return
             if not await self._deliver(proc, message):
                 return
