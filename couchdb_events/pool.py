@@ -460,9 +460,14 @@ class Pool:
                 }
             )
         counters = self.counters
+        state = self.state
+        if state is PoolState.BACKOFF and self._crash.may_start(time.monotonic()):
+            # The delay is over. Only a start waiting for it clears the state, and with nothing
+            # queued none was waiting: the worker is not backing off any more.
+            state = PoolState.OK
         return {
             "rev": self.spec.rev,
-            "state": "invalid" if self.spec.error else self.state.value,
+            "state": "invalid" if self.spec.error else state.value,
             "mode": self.spec.mode.value,
             "processes": processes,
             "queued": len(self.queue),
