@@ -331,7 +331,11 @@ class Activations:
         where["accepted"] = span or {"$gt": None}
         found: list[dict[str, Any]] = []
         for db in self.databases():
-            found.extend(self.store.find(db, where, limit=skip + limit))
+            # Sorted by the index on accepted, so that the limit keeps the newest, not the
+            # first ones the index happens to yield (the oldest).
+            found.extend(
+                self.store.find(db, where, limit=skip + limit, sort=[{"accepted": "desc"}])
+            )
             if since and db <= month_db(self.prefix, _parse_iso(since) or 0):
                 break
         found.sort(key=lambda doc: str(doc.get("accepted", "")), reverse=True)
