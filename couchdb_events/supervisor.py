@@ -61,7 +61,9 @@ def daemon_mark() -> str:
 def _daemon_alive(mark: str) -> bool:
     pid, _, started = mark.partition(":")
     try:
-        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+        daemon = psutil.Process(int(pid))
+        # Killed but not reaped yet (a zombie) is dead: what it left behind is ours to kill.
+        return f"{daemon.create_time():.3f}" == started and daemon.status() != psutil.STATUS_ZOMBIE
     except (ValueError, psutil.Error):
         return False
 
