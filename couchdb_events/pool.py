@@ -279,9 +279,8 @@ class Pool:
             value = answer.result() if answer.done() else None
             if returncode != 0:
                 error = f"{proc} ended with {describe_exit(returncode)}"
-                self._finish(
-                    message, Outcome("failed", value, self._with_stderr(error, proc)), proc
-                )
+                state = INTERRUPTED if self._closing else "failed"  # as for reply, below
+                self._finish(message, Outcome(state, value, self._with_stderr(error, proc)), proc)
             else:
                 self._finish(message, _answer_outcome(value), proc)
             return False
