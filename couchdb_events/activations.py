@@ -215,7 +215,9 @@ class Activations:
         records = self._writer.records
         by_db: dict[str, list[dict[str, Any]]] = {}
         for activation_id in ids:
-            record = records[activation_id]
+            record = records.get(activation_id)
+            if record is None:  # refused by CouchDB meanwhile (and forgotten): nothing to write
+                continue
             record.dirty = False
             by_db.setdefault(record.db, []).append(dict(record.doc))
         loop = asyncio.get_running_loop()
