@@ -203,7 +203,12 @@ class Activations:
                     del writer.queue[activation_id]
                 try:
                     await self._write(ids)
-                except StoreError as exc:
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the writer must never die: fires would hang
+                    if not isinstance(exc, StoreError):
+                        log.exception("writing activation records failed")
+                        exc = StoreError(f"{type(exc).__name__}: {exc}")
                     self._failed(ids, exc)
                     await asyncio.sleep(delay)
                     delay = min(RETRY_CAP, delay * 2)
