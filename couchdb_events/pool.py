@@ -34,7 +34,7 @@ from .deploy import Deployer
 from .documents import Mode, WorkerSpec
 from .errors import DocumentError, HTTPError, StoreError
 from .message import Message, Outcome
-from .process import RUN_LINE, StartError, WorkerProcess, describe_exit
+from .process import MAX_LINE, OVERLONG, RUN_LINE, StartError, WorkerProcess, describe_exit
 from .states import CrashPolicy, PoolState, ProcessState
 
 log = logs.get("pool")
@@ -335,6 +335,10 @@ class Pool:
     def _stdout_line(self, proc: WorkerProcess, line: bytes) -> None:
         answer = self._answers.get(proc)
         if answer is not None and not answer.done():
+            if line is OVERLONG:
+                reason = f"the answer was longer than {MAX_LINE} bytes and was dropped"
+                answer.set_result({"error": "answer_too_long", "reason": reason})
+                return
             try:
                 answer.set_result(json.loads(line))
                 return

@@ -41,6 +41,30 @@ class StartError(Exception):
     """The process could not be spawned (interpreter missing, not executable, ...)."""
 
 
+OVERLONG = b"<a line longer than 1 MiB was dropped>\n"  # handed on in place of such a line
+
+
+async def read_line(stream: asyncio.StreamReader) -> bytes:
+    """The next line (b"" at end of file); a line over the stream's limit is skipped whole,
+    through its newline, and ``OVERLONG`` comes instead, so its tail is never taken for a line
+    of its own."""
+    try:
+        return await stream.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial
+    except asyncio.LimitOverrunError:
+        pass
+    while True:
+        try:
+            await stream.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            await stream.readexactly(exc.consumed)  # drop what is buffered, keep looking
+            continue
+        except asyncio.IncompleteReadError:
+            pass
+        return OVERLONG
+
+
 def launch_argv(argv: tuple[str, ...], limits: Limits) -> tuple[str, ...]:
     """The command line that starts a worker: the interpreter, wrapped where the OS allows.
 
@@ -158,11 +182,7 @@ class WorkerProcess:
     async def _read(self, stream: asyncio.StreamReader, handler: LineHandler) -> None:
         while True:
             try:
-                line = await stream.readline()
-            except ValueError:
-                # Longer than MAX_LINE: asyncio has dropped it from the buffer; say so, carry on.
-                handler(self, b"<a line longer than 1 MiB was dropped>\n")
-                continue
+                line = await read_line(stream)
             except (OSError, asyncio.CancelledError):
                 return
             if not line:

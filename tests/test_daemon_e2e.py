@@ -690,3 +690,21 @@ def test_stdin_eof_while_a_caller_waits_for_an_answer(start_daemon: StartDaemon)
     caller.join(5)
     [(status, _h, body)] = answers
     assert status == 200 and body["runs"][0]["state"] == "failed"
+
+
+def test_an_answer_over_one_mib_fails_the_run_instead_of_hanging(start_daemon: StartDaemon) -> None:
+    huge = (
+        "import sys\n"
+        "for line in sys.stdin:\n"
+        "    print('{\"blob\": \"' + 'x' * 2_000_000 + '\"}', flush=True)\n"
+    )
+    daemon = start_daemon()
+    daemon.worker("huge", {"w.py": huge}, type="python", delegate="w.py", mode="reply")
+    daemon.event({"_id": "big", "workers": {"huge": {}}})
+    daemon.wait_loaded("big")
+    for _ in range(2):  # and the process takes the next message
+        status, _h, body = daemon.fire("/big?wait=10")
+        assert status == 200, body
+        [run] = body["runs"]
+        assert run["state"] == "failed" and "longer than" in run["error"]
+    stop_and_check(daemon)
