@@ -21,25 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from . import logs
 from .deploy import Deployer
 from .documents import Mode, WorkerSpec
 from .errors import DocumentError, HTTPError, StoreError
+from .exchange import INTERRUPTED, exchange, with_stderr
 from .message import Message, Outcome
-from .process import MAX_LINE, OVERLONG, RUN_LINE, StartError, WorkerProcess, describe_exit
-from .states import CrashPolicy, PoolState, ProcessState
+from .process import StartError, WorkerProcess, describe_exit
+from .states import CrashPolicy, PoolState
 
 log = logs.get("pool")
 
-INTERRUPTED = "interrupted"  # the daemon stopped before the run could end
 
 MEMORY_STRIKES = 3  # samples over memory_limit in a row before a process is recycled
 FETCH_RETRY = 2.0  # seconds between attempts to fetch a worker's code while CouchDB is away
@@ -74,7 +73,6 @@ class Pool:
         self._stop_timeout = stop_timeout
         self._crash = CrashPolicy()
         self._waiters: deque[tuple[WorkerProcess, asyncio.Future[Message | None]]] = deque()
-        self._answers: dict[WorkerProcess, asyncio.Future[Any]] = {}
         self._starting = 0
         self._retry: asyncio.TimerHandle | None = None
         self._closing = False
@@ -237,69 +235,19 @@ class Pool:
         return None
 
     async def _deliver(self, proc: WorkerProcess, message: Message) -> bool:
-        mode = proc.spec.mode
-        answer: asyncio.Future[Any] | None = None
-        if mode is not Mode.STREAM:
-            answer = asyncio.get_running_loop().create_future()
-            self._answers[proc] = answer
-            proc.current = message.id
-            proc.state = ProcessState.BUSY
-        proc.run_stdout.clear()
-        proc.run_stderr.clear()
-        if not await proc.send(message.line()):
-            self._answers.pop(proc, None)
-            proc.current = None
+        """Run one message; whether the process may take another."""
+        outcome = await exchange(proc, message, self._stop_timeout, lambda: self._closing)
+        if outcome is None:
             self.queue.appendleft(message)  # nothing was written: it goes to the next process
             return False
-        proc.handled += 1
         self.counters.delivered += 1
-        message.started()
-        if answer is None:
-            self._finish(message, Outcome("delivered"), proc)
-            return True
-        if mode is Mode.ONCE:
-            proc.close_stdin()
-        # A once worker is done when it exits; a reply worker when it answers (or dies).
-        ends: set[asyncio.Future[Any]] = (
-            {proc.exited} if mode is Mode.ONCE else {answer, proc.exited}
-        )
-        done, _pending = await asyncio.wait(
-            ends, timeout=proc.spec.timeout, return_when="FIRST_COMPLETED"
-        )
-        self._answers.pop(proc, None)
-        proc.current = None
-        if not done:
-            answer.cancel()
-            error = f"{proc} did not finish within {proc.spec.timeout:g} s (timeout); killed"
-            await proc.kill(self._stop_timeout)
-            self._finish(message, Outcome("timeout", None, self._with_stderr(error, proc)), proc)
-            return False
-        if mode is Mode.ONCE:
-            returncode = await proc.exited
-            value = answer.result() if answer.done() else None
-            if returncode != 0:
-                error = f"{proc} ended with {describe_exit(returncode)}"
-                state = INTERRUPTED if self._closing else "failed"  # as for reply, below
-                self._finish(message, Outcome(state, value, self._with_stderr(error, proc)), proc)
-            else:
-                self._finish(message, _answer_outcome(value), proc)
-            return False
-        if answer.done():
-            proc.state = ProcessState.IDLE
-            self._crash.healthy()
-            self._finish(message, _answer_outcome(answer.result()), proc)
-            return True
-        answer.cancel()
-        error = f"{proc} ended with {describe_exit(proc.returncode)} before answering"
-        state = INTERRUPTED if self._closing else "failed"  # stopped by us: run it next time
-        self._finish(message, Outcome(state, None, self._with_stderr(error, proc)), proc)
-        return False
+        keep = proc.alive and outcome.state != "timeout" and proc.spec.mode is not Mode.ONCE
+        if keep and proc.spec.mode is Mode.REPLY:
+            self._crash.healthy()  # it answered
+        self._finish(message, outcome)
+        return keep
 
-    def _finish(
-        self, message: Message, outcome: Outcome, proc: WorkerProcess | None = None
-    ) -> None:
-        if proc is not None and (proc.run_stdout or proc.run_stderr):
-            outcome = replace(outcome, stdout=tuple(proc.run_stdout), stderr=tuple(proc.run_stderr))
+    def _finish(self, message: Message, outcome: Outcome) -> None:
         if outcome.state == "failed":
             self.counters.failed += 1
             self._note_error(outcome.error or "failed")
@@ -323,7 +271,7 @@ class Pool:
         verdict = self._crash.exited(time.monotonic(), proc.started_monotonic, expected)
         if not expected:
             self.counters.restarts += 1
-            error = self._with_stderr(f"{proc} ended with {describe_exit(returncode)}", proc)
+            error = with_stderr(f"{proc} ended with {describe_exit(returncode)}", proc)
             self._note_error(error)
             log.warning("%s", error)
         if verdict is PoolState.FAILED:
@@ -333,27 +281,10 @@ class Pool:
         self._maybe_start()
 
     def _stdout_line(self, proc: WorkerProcess, line: bytes) -> None:
-        answer = self._answers.get(proc)
-        if answer is not None and not answer.done():
-            if line is OVERLONG:
-                reason = f"the answer was longer than {MAX_LINE} bytes and was dropped"
-                answer.set_result({"error": "answer_too_long", "reason": reason})
-                return
-            try:
-                answer.set_result(json.loads(line))
-                return
-            except ValueError:
-                pass
-        text = line.decode("utf-8", "replace").rstrip()
-        if proc.current is not None:
-            proc.run_stdout.append(text[:RUN_LINE])
-        log.info("%s: %s", proc, text)
+        log.info("%s: %s", proc, line.decode("utf-8", "replace").rstrip())
 
     def _stderr_line(self, proc: WorkerProcess, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip()
-        if proc.current is not None:
-            proc.run_stderr.append(text[:RUN_LINE])
-        log.info("%s stderr: %s", proc, text)
+        log.info("%s stderr: %s", proc, line.decode("utf-8", "replace").rstrip())
 
     def sample(self) -> None:
         """Check each process's memory; recycle one over ``memory_limit`` several times in a row."""
@@ -377,12 +308,6 @@ class Pool:
                 waiter.set_result(None)
 
     # -- errors ---------------------------------------------------------------------------
-    @staticmethod
-    def _with_stderr(error: str, proc: WorkerProcess) -> str:
-        if not proc.stderr_tail:
-            return error
-        return f"{error}; stderr: " + " | ".join(proc.stderr_tail)
-
     def _note_error(self, error: str) -> None:
         self.last_error = error
 
@@ -483,15 +408,6 @@ class Pool:
             "recycled": counters.recycled,
             "last_error": self.last_error,
         }
-
-
-def _answer_outcome(value: Any) -> Outcome:
-    if isinstance(value, dict) and value.get("error"):
-        reason = value.get("reason")
-        return Outcome(
-            "failed", value, f"{value['error']}: {reason}" if reason else str(value["error"])
-        )
-    return Outcome("succeeded", value)
 
 
 def _iso(timestamp: float) -> str:

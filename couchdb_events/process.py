@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -128,6 +130,7 @@ class WorkerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._ps: psutil.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
+        self._answer: asyncio.Future[Any] | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -170,13 +173,52 @@ class WorkerProcess:
             self._ps.cpu_percent()  # baseline for later samples
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._readers = [
-            asyncio.create_task(self._read(self._proc.stdout, self._on_stdout)),
+            asyncio.create_task(self._read(self._proc.stdout, self._stdout_line)),
             asyncio.create_task(self._read(self._proc.stderr, self._stderr_line)),
         ]
         self._reaper = asyncio.create_task(self._reap())
 
+    # -- one run at a time ------------------------------------------------------------------
+    def expect_answer(self) -> asyncio.Future[Any]:
+        """The first JSON line on stdout from now on is the answer."""
+        self._answer = asyncio.get_running_loop().create_future()
+        return self._answer
+
+    def begin(self, current: str | None) -> None:
+        """A run starts (``current``: its id, or None for a stream worker)."""
+        self.current = current
+        if current is not None:
+            self.state = ProcessState.BUSY
+        self.run_stdout.clear()
+        self.run_stderr.clear()
+
+    def end(self) -> None:
+        self.current = None
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
+        self._answer = None
+
+    def _stdout_line(self, proc: WorkerProcess, line: bytes) -> None:
+        answer = self._answer
+        if answer is not None and not answer.done():
+            if line is OVERLONG:
+                reason = f"the answer was longer than {MAX_LINE} bytes and was dropped"
+                answer.set_result({"error": "answer_too_long", "reason": reason})
+                return
+            try:
+                answer.set_result(json.loads(line))
+                return
+            except ValueError:
+                pass
+        if self.current is not None:
+            self.run_stdout.append(line.decode("utf-8", "replace").rstrip()[:RUN_LINE])
+        self._on_stdout(proc, line)
+
     def _stderr_line(self, proc: WorkerProcess, line: bytes) -> None:
-        self.stderr_tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+        text = line.decode("utf-8", "replace").rstrip("\n")
+        self.stderr_tail.append(text)
+        if self.current is not None:
+            self.run_stderr.append(text[:RUN_LINE])
         self._on_stderr(proc, line)
 
     async def _read(self, stream: asyncio.StreamReader, handler: LineHandler) -> None:

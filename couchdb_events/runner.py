@@ -25,8 +25,8 @@ from . import logs
 from .activations import Activations
 from .documents import WorkerSpec
 from .errors import HTTPError
+from .exchange import INTERRUPTED
 from .message import Message, Outcome
-from .pool import INTERRUPTED
 from .registry import Registry
 from .supervisor import Supervisor
 
