@@ -43,19 +43,22 @@ class StartError(Exception):
     """The process could not be spawned (interpreter missing, not executable, ...)."""
 
 
-OVERLONG = b"<a line longer than 1 MiB was dropped>\n"  # handed on in place of such a line
+# Handed on in place of a line over the limit; the second when it began like a JSON answer.
+OVERLONG = b"<a line longer than 1 MiB was dropped>\n"
+OVERLONG_JSON = b"<a line longer than 1 MiB, beginning like JSON, was dropped>\n"
 
 
 async def read_line(stream: asyncio.StreamReader) -> bytes:
     """The next line (b"" at end of file); a line over the stream's limit is skipped whole,
-    through its newline, and ``OVERLONG`` comes instead, so its tail is never taken for a line
-    of its own."""
+    through its newline, and ``OVERLONG`` (or ``OVERLONG_JSON``) comes instead, so its tail is
+    never taken for a line of its own."""
     try:
         return await stream.readuntil(b"\n")
     except asyncio.IncompleteReadError as exc:
         return exc.partial
-    except asyncio.LimitOverrunError:
-        pass
+    except asyncio.LimitOverrunError as exc:
+        head = await stream.readexactly(exc.consumed)
+    marker = OVERLONG_JSON if head.lstrip()[:1] in (b"{", b"[", b'"') else OVERLONG
     while True:
         try:
             await stream.readuntil(b"\n")
@@ -64,7 +67,7 @@ async def read_line(stream: asyncio.StreamReader) -> bytes:
             continue
         except asyncio.IncompleteReadError:
             pass
-        return OVERLONG
+        return marker
 
 
 def launch_argv(argv: tuple[str, ...], limits: Limits) -> tuple[str, ...]:
@@ -201,7 +204,7 @@ class WorkerProcess:
     def _stdout_line(self, proc: WorkerProcess, line: bytes) -> None:
         answer = self._answer
         if answer is not None and not answer.done():
-            if line is OVERLONG:
+            if line is OVERLONG_JSON:  # the answer, too long to read
                 reason = f"the answer was longer than {MAX_LINE} bytes and was dropped"
                 answer.set_result({"error": "answer_too_long", "reason": reason})
                 return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from couchdb_events.process import OVERLONG, read_line
+from couchdb_events.process import OVERLONG, OVERLONG_JSON, read_line
 
 
 def lines_of(data: bytes, limit: int) -> list[bytes]:
@@ -27,3 +27,8 @@ def test_lines_and_a_last_line_without_newline() -> None:
 def test_an_overlong_line_is_dropped_whole_and_its_tail_is_not_a_line() -> None:
     data = b"short\n" + b"x" * 40 + b'{"a":1}\n' + b"after\n" + b"y" * 20
     assert lines_of(data, 16) == [b"short\n", OVERLONG, b"after\n", OVERLONG]
+
+
+def test_an_overlong_line_that_begins_like_json_is_told_apart() -> None:
+    data = b'  {"blob": "' + b"x" * 40 + b'"}\n' + b"[" + b"1," * 30 + b"\nok\n"
+    assert lines_of(data, 16) == [OVERLONG_JSON, OVERLONG_JSON, b"ok\n"]
