@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import logs
 from .documents import EventSpec, WorkerSpec
 from .errors import HTTPError
-from .matching import build_arguments, find_events, request_parameters
+from .matching import build_arguments, find_events, match_event, request_parameters
 from .message import Message, new_id, worker_request
 from .registry import Registry
 from .request import Request
@@ -47,9 +47,10 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         if events is None:
             events = self.match(request)
-        parameters = request_parameters(request.query, request.body)
         runs: list[tuple[WorkerSpec, Message]] = []
         for event in events:
+            found = match_event(event, request.method, request.path)
+            parameters = request_parameters(request.query, request.body, found.bindings)
             for name, event_arguments in event.workers:
                 spec = self._registry.workers.get(name)
                 if spec is None:
@@ -66,6 +67,7 @@ class Dispatcher:
                     event_arguments,
                     parameters,
                     f"event {event.id!r} (worker {name!r})",
+                    found.parameters,
                 )
                 wire = worker_request(
                     request.method,

@@ -3,12 +3,24 @@
 A document that cannot be used still becomes a spec, with ``error`` set: the registry keeps it so
 that firing it answers with that error and ``/_events/_status`` shows it.
 
-Event document (the seed's form)::
+Event document, in the seed's object form::
 
     {"_id": "email_event",
      "trigger": {"/send_email": {"method": "GET"}},
      "workers": {"send_email": {"recipient": "support@yourcompany.com"}},
      "disabled": false}
+
+or in LivelyCouch's list form (both read into the same ``EventSpec``)::
+
+    {"_id": "timer_event",
+     "trigger": [{"path": "/timer/:timerid", "method": "GET", "parameters": {"id": ":timerid"}}],
+     "workers": [{"name": "tick", "parameters": {"n": 1}}, {"name": "tick", "parameters": {}}],
+     "disabled": false}
+
+A trigger path is a pattern (see ``matching.py``): literal segments, ``:name`` segments and an
+optional ``*`` as the last segment. A trigger's ``parameters`` are arguments for every worker of
+the event when it fires through that trigger, under each worker's own arguments. In the list
+form a worker may appear more than once: it then runs once per entry.
 
 Worker document::
 
@@ -40,10 +52,34 @@ class Mode(str, enum.Enum):
     ONCE = "once"  # reads one message and exits; exit status 0 means success
 
 
+PARAMETER_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
+_BINDING = re.compile(":(" + PARAMETER_NAME + ")")
+REST = "*"  # the last segment of a pattern: matches the rest of the path
+
+
+def pattern_segments(path: str) -> tuple[str, ...]:
+    """A normalised path's segments after its leading slash: ``"/a/b/"`` → ``("a", "b", "")``."""
+    return tuple(path[1:].split("/"))
+
+
+def binding_name(segment: str) -> str | None:
+    """The parameter a pattern segment binds (``":id"`` → ``"id"``, ``"*"`` → ``"*"``), if any."""
+    if segment == REST:
+        return REST
+    found = _BINDING.fullmatch(segment)
+    return found.group(1) if found else None
+
+
 @dataclass(frozen=True)
 class Trigger:
-    path: str
+    path: str  # normalised: one leading slash; may hold ":name" segments and a "*" tail
     methods: frozenset[str] | None  # None: any method
+    # Arguments for every worker of the event when it fires through this trigger.
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    segments: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", pattern_segments(self.path))
 
 
 @dataclass(frozen=True)
@@ -99,17 +135,13 @@ def normalize_path(path: str) -> str:
     return "/" + path.lstrip("/")
 
 
-def _methods(event_id: str, path: str, options: Any) -> frozenset[str] | None:
-    if options is None:
-        return None
-    if not isinstance(options, dict):
-        raise ValueError(f'trigger {path!r} must map to an object like {{"method": "GET"}}')
+def _methods(where: str, options: Mapping[str, Any]) -> frozenset[str] | None:
     method = options.get("method")
     if method is None:
         return None
     names = [method] if isinstance(method, str) else method
     if not isinstance(names, list) or not names or not all(isinstance(m, str) for m in names):
-        raise ValueError(f"trigger {path!r}: method must be a string or a list of strings")
+        raise ValueError(f"{where}: method must be a string or a list of strings")
     return frozenset(m.upper() for m in names)
 
 
@@ -121,7 +153,7 @@ def parse_event(doc: Mapping[str, Any]) -> EventSpec:
     if not isinstance(disabled, bool):
         return EventSpec(event_id, rev, error=f"event {event_id!r}: disabled must be true or false")
     try:
-        triggers = _parse_triggers(event_id, doc.get("trigger"))
+        triggers = _parse_triggers(doc.get("trigger"))
         workers = _parse_event_workers(doc.get("workers"))
         roles, public = _parse_access(doc)
     except ValueError as exc:
@@ -142,33 +174,83 @@ def _parse_access(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
     return tuple(roles), public
 
 
-def _parse_triggers(event_id: str, trigger: Any) -> tuple[Trigger, ...]:
+def _parse_triggers(trigger: Any) -> tuple[Trigger, ...]:
     if trigger is None:
         return ()
-    if not isinstance(trigger, dict):
-        raise ValueError(
-            '"trigger" must be an object of paths, like {"/send_email": {"method": "GET"}}'
-        )
-    out = []
-    for path, options in trigger.items():
-        if not path or not isinstance(path, str):
-            raise ValueError("a trigger path is empty")
-        out.append(Trigger(normalize_path(path), _methods(event_id, path, options)))
-    return tuple(out)
+    if isinstance(trigger, dict):  # the seed's form: {"/path": {"method": ...}}
+        out = []
+        for path, options in trigger.items():
+            if options is not None and not isinstance(options, dict):
+                raise ValueError(f'trigger {path!r} must map to an object like {{"method": "GET"}}')
+            out.append(_trigger(path, options or {}, f"trigger {path!r}"))
+        return tuple(out)
+    if isinstance(trigger, list):  # LivelyCouch's form: [{"path": ..., "method": ...}]
+        out = []
+        for number, entry in enumerate(trigger, 1):
+            where = f"trigger {number}"
+            if not isinstance(entry, dict):
+                raise ValueError(f'{where} must be an object like {{"path": "/send_email"}}')
+            if "path" not in entry:
+                raise ValueError(f'{where} has no "path"')
+            out.append(_trigger(entry["path"], entry, f"{where} ({entry['path']!r})"))
+        return tuple(out)
+    raise ValueError(
+        '"trigger" must be an object of paths, like {"/send_email": {"method": "GET"}}, '
+        'or a list, like [{"path": "/send_email", "method": "GET"}]'
+    )
+
+
+def _trigger(path: Any, options: Mapping[str, Any], where: str) -> Trigger:
+    if not path or not isinstance(path, str):
+        raise ValueError("a trigger path is empty" if not path else f"{where}: path must be text")
+    path = normalize_path(path)
+    segments = pattern_segments(path)
+    names: set[str] = set()
+    for number, segment in enumerate(segments, 1):
+        name = binding_name(segment)
+        if name == REST and number != len(segments):
+            raise ValueError(f"{where}: '*' may only be the last segment of a path")
+        if name is not None and name in names:
+            raise ValueError(f"{where}: the path binds {name!r} twice")
+        if name is not None:
+            names.add(name)
+    parameters = options.get("parameters")
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise ValueError(f'{where}: parameters must be an object like {{"id": ":timerid"}}')
+    return Trigger(path, _methods(where, options), parameters)
 
 
 def _parse_event_workers(workers: Any) -> tuple[tuple[str, Mapping[str, Any]], ...]:
     if workers is None:
         raise ValueError('no "workers": name the workers to run, like {"send_email": {}}')
+    if isinstance(workers, list) and workers:  # LivelyCouch's form: [{"name": ...}]
+        out = []
+        for number, entry in enumerate(workers, 1):
+            if not isinstance(entry, dict):
+                raise ValueError(f'worker {number} must be an object like {{"name": "send_email"}}')
+            name = entry.get("name")
+            if not name or not isinstance(name, str):
+                raise ValueError(f'worker {number} has no "name" (the worker document\'s _id)')
+            out.append((name, _worker_arguments(name, entry.get("parameters"), "parameters")))
+        return tuple(out)
     if not isinstance(workers, dict) or not workers:
-        raise ValueError('"workers" must be a non-empty object of worker name -> arguments')
-    out = []
-    for name, given in workers.items():
-        arguments = {} if given is None else given
-        if not isinstance(arguments, dict):
-            raise ValueError(f"the arguments for worker {name!r} must be an object")
-        out.append((name, arguments))
-    return tuple(out)
+        raise ValueError(
+            '"workers" must be a non-empty object of worker name -> arguments, '
+            'or a non-empty list like [{"name": "send_email", "parameters": {}}]'
+        )
+    return tuple(
+        (name, _worker_arguments(name, given, "arguments")) for name, given in workers.items()
+    )
+
+
+def _worker_arguments(name: str, given: Any, what: str) -> Mapping[str, Any]:
+    if given is None:
+        return {}
+    if not isinstance(given, dict):
+        raise ValueError(f"the {what} for worker {name!r} must be an object")
+    return given
 
 
 def unsafe_attachment_name(name: str) -> str | None:

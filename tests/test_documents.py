@@ -151,7 +151,8 @@ def test_disabled(disabled: bool) -> None:
     ("fields", "why"),
     [
         ({"trigger": "/send_email"}, '"trigger" must be an object'),
-        ({"trigger": ["/send_email"]}, '"trigger" must be an object'),
+        ({"trigger": ["/send_email"]}, 'trigger 1 must be an object like {"path"'),
+        ({"trigger": 3}, "or a list, like"),
         ({"trigger": {"": {}}}, "a trigger path is empty"),
         ({"trigger": {"/x": "GET"}}, "trigger '/x' must map to an object"),
         ({"trigger": {"/x": {"method": 1}}}, "method must be a string or a list of strings"),
@@ -161,7 +162,8 @@ def test_disabled(disabled: bool) -> None:
         ({"workers": ...}, 'no "workers"'),
         ({"workers": None}, 'no "workers"'),
         ({"workers": {}}, '"workers" must be a non-empty object'),
-        ({"workers": ["send_email"]}, '"workers" must be a non-empty object'),
+        ({"workers": ["send_email"]}, 'worker 1 must be an object like {"name"'),
+        ({"workers": []}, '"workers" must be a non-empty object'),
         ({"workers": "send_email"}, '"workers" must be a non-empty object'),
         (
             {"workers": {"send_email": [1]}},
@@ -182,6 +184,125 @@ def test_bad_event_gives_error_never_raises(fields: dict[str, Any], why: str) ->
     assert spec.rev == "3-x"
     assert spec.triggers == ()
     assert spec.workers == ()
+
+
+# -- LivelyCouch's list form and path patterns ------------------------------------------------
+
+LIST_EVENT: dict[str, Any] = {
+    "_id": "timer_event",
+    "trigger": [
+        {"path": "/timer/:timerid", "method": "GET", "parameters": {"id": ":timerid"}},
+        {"path": "timer/all", "method": ["get", "POST"]},
+        {"path": "/files/*"},
+    ],
+    "workers": [
+        {"name": "send_email", "parameters": {"to": "a@x"}},
+        {"name": "send_email", "parameters": {"to": "b@x"}},
+        {"name": "log"},
+    ],
+    "disabled": False,
+}
+
+
+def test_list_form() -> None:
+    spec = parse_event({**LIST_EVENT, "_rev": "1-l"})
+    assert spec == EventSpec(
+        id="timer_event",
+        rev="1-l",
+        triggers=(
+            Trigger("/timer/:timerid", frozenset({"GET"}), {"id": ":timerid"}),
+            Trigger("/timer/all", frozenset({"GET", "POST"})),
+            Trigger("/files/*", None),
+        ),
+        workers=(("send_email", {"to": "a@x"}), ("send_email", {"to": "b@x"}), ("log", {})),
+    )
+    assert spec.triggers[0].segments == ("timer", ":timerid")
+
+
+def test_list_form_and_object_form_give_the_same_spec() -> None:
+    listed = parse_event(
+        event(
+            trigger=[{"path": "/send_email", "method": "GET"}],
+            workers=[
+                {"name": "send_email", "parameters": {"recipient": "support@yourcompany.com"}}
+            ],
+        )
+    )
+    assert listed == parse_event(SEED_EVENT)
+
+
+def test_object_form_takes_trigger_parameters_too() -> None:
+    spec = parse_event(event(trigger={"/t/:n": {"parameters": {"n": ":n"}}}))
+    assert spec.triggers == (Trigger("/t/:n", None, {"n": ":n"}),)
+
+
+@pytest.mark.parametrize("trigger", [[], None])
+def test_empty_trigger_list_is_no_trigger(trigger: Any) -> None:
+    spec = parse_event(event(trigger=trigger))
+    assert spec.error is None
+    assert spec.triggers == ()
+
+
+@pytest.mark.parametrize("parameters", [None, {}])
+def test_worker_entry_without_parameters(parameters: Any) -> None:
+    spec = parse_event(event(workers=[{"name": "w", "parameters": parameters}]))
+    assert spec.workers == (("w", {}),)
+
+
+def test_list_form_disabled() -> None:
+    spec = parse_event({**LIST_EVENT, "disabled": True})
+    assert spec.disabled is True
+    assert spec.error is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"trigger": [{"method": "GET"}]}, 'trigger 1 has no "path"'),
+        ({"trigger": [{"path": ""}]}, "a trigger path is empty"),
+        ({"trigger": [{"path": None}]}, "a trigger path is empty"),
+        ({"trigger": [{"path": 5}]}, "trigger 1 (5): path must be text"),
+        ({"trigger": [{"path": "/a"}, "/b"]}, "trigger 2 must be an object"),
+        ({"trigger": [{"path": "/a", "method": 1}]}, "trigger 1 ('/a'): method must be a string"),
+        ({"trigger": [{"path": "/a", "method": []}]}, "method must be a string or a list"),
+        ({"trigger": [{"path": "/a", "parameters": [1]}]}, "parameters must be an object"),
+        ({"trigger": {"/a": {"parameters": "x"}}}, "trigger '/a': parameters must be an object"),
+        ({"trigger": [{"path": "/*/a"}]}, "'*' may only be the last segment"),
+        ({"trigger": [{"path": "/a/*/*"}]}, "'*' may only be the last segment"),
+        ({"trigger": [{"path": "/a/:x/:x"}]}, "the path binds 'x' twice"),
+        ({"workers": [{"parameters": {}}]}, 'worker 1 has no "name"'),
+        ({"workers": [{"name": ""}]}, 'worker 1 has no "name"'),
+        ({"workers": [{"name": 3}]}, 'worker 1 has no "name"'),
+        ({"workers": [{"name": "w"}, None]}, "worker 2 must be an object"),
+        (
+            {"workers": [{"name": "w", "parameters": [1]}]},
+            "the parameters for worker 'w' must be an object",
+        ),
+        ({"workers": [{"name": "w", "parameters": "x"}]}, "the parameters for worker 'w'"),
+    ],
+)
+def test_bad_list_form_gives_error_never_raises(fields: dict[str, Any], why: str) -> None:
+    spec = parse_event(event(**fields))
+    assert spec.error is not None
+    assert spec.error.startswith("event 'email_event': ")
+    assert why in spec.error
+    assert (spec.triggers, spec.workers) == ((), ())
+
+
+@pytest.mark.parametrize(
+    ("path", "segments"),
+    [
+        ("/timer/:id", ("timer", ":id")),
+        ("/files/*", ("files", "*")),
+        ("*", ("*",)),
+        ("/a/b/", ("a", "b", "")),
+        ("/a*b/:x.y/*", ("a*b", ":x.y", "*")),
+    ],
+)
+def test_pattern_paths_are_valid(path: str, segments: tuple[str, ...]) -> None:
+    spec = parse_event(event(trigger=[{"path": path}]))
+    assert spec.error is None
+    assert spec.triggers[0].segments == segments
 
 
 def test_normalize_path() -> None:

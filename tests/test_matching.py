@@ -10,8 +10,11 @@ from couchdb_events.documents import EventSpec, Trigger, parse_event
 from couchdb_events.errors import HTTPError
 from couchdb_events.matching import (
     ID_METHODS,
+    Match,
     build_arguments,
     find_events,
+    find_matches,
+    match_event,
     request_parameters,
 )
 
@@ -391,3 +394,207 @@ def test_query_and_body_parameters_substituted() -> None:
         "to": "from-query",
         "n": 5,
     }
+
+
+# -- path patterns -----------------------------------------------------------------------------
+
+
+def matches(events: dict[str, EventSpec], method: str, path: str) -> dict[str, dict[str, str]]:
+    return {m.event.id: dict(m.bindings) for m in find_matches(events, method, path)}
+
+
+def test_literal_segments_match_themselves_only() -> None:
+    events = table(spec("e", ("/timer/tick", None)))
+    assert matches(events, "GET", "/timer/tick") == {"e": {}}
+    for path in ("/timer/tock", "/Timer/tick", "/timer", "/timer/tick/x", "/timer/tick/"):
+        assert http_error(events, "GET", path).status == 404
+
+
+def test_name_segment_binds_one_segment() -> None:
+    events = table(spec("e", ("/timer/:timerid", None)))
+    assert matches(events, "GET", "/timer/42") == {"e": {"timerid": "42"}}
+    assert matches(events, "GET", "timer/a.b-c") == {"e": {"timerid": "a.b-c"}}
+    assert http_error(events, "GET", "/timer").status == 404
+    assert http_error(events, "GET", "/other/42").status == 404
+
+
+def test_name_segment_never_matches_across_a_slash() -> None:
+    # The host passes decoded paths: "/user/a%2Fb" arrives as "/user/a/b".
+    events = table(spec("e", ("/user/:name", None)))
+    assert http_error(events, "GET", "/user/a/b").status == 404
+
+
+def test_name_segment_needs_a_non_empty_segment() -> None:
+    events = table(spec("e", ("/timer/:id", None), ("/pair/:a/:b", None)))
+    assert http_error(events, "GET", "/timer/").status == 404
+    assert http_error(events, "GET", "/pair//x").status == 404
+    assert matches(events, "GET", "/pair/x/y") == {"e": {"a": "x", "b": "y"}}
+
+
+def test_name_segment_binds_decoded_text_as_is() -> None:
+    events = table(spec("e", ("/user/:name/mail", None)))
+    assert matches(events, "GET", "/user/Zoë Smith/mail") == {"e": {"name": "Zoë Smith"}}
+    assert matches(events, "GET", "/user/:x/mail") == {"e": {"name": ":x"}}
+    assert matches(events, "GET", "/user/a%2Fb/mail") == {"e": {"name": "a%2Fb"}}
+
+
+def test_trailing_slash_stays_significant_with_patterns() -> None:
+    events = table(spec("a", ("/t/:id", None)), spec("b", ("/t/:id/", None)))
+    assert matches(events, "GET", "/t/5") == {"a": {"id": "5"}}
+    assert matches(events, "GET", "/t/5/") == {"b": {"id": "5"}}
+
+
+def test_star_binds_the_rest_without_leading_slash() -> None:
+    events = table(spec("e", ("/files/*", None)))
+    assert matches(events, "GET", "/files/a") == {"e": {"*": "a"}}
+    assert matches(events, "GET", "/files/a/b/c.txt") == {"e": {"*": "a/b/c.txt"}}
+    assert matches(events, "GET", "/files/a/b/") == {"e": {"*": "a/b/"}}
+
+
+def test_star_matches_zero_segments() -> None:
+    events = table(spec("e", ("/files/*", None)))
+    assert matches(events, "GET", "/files") == {"e": {"*": ""}}
+    assert matches(events, "GET", "/files/") == {"e": {"*": ""}}
+    assert http_error(events, "GET", "/file").status == 404
+    assert http_error(events, "GET", "/filesx/a").status == 404
+
+
+def test_star_after_names() -> None:
+    events = table(spec("e", ("/db/:db/*", None)))
+    assert matches(events, "GET", "/db/shop/docs/1") == {"e": {"db": "shop", "*": "docs/1"}}
+    assert http_error(events, "GET", "/db").status == 404
+
+
+def test_a_lone_star_matches_every_path() -> None:
+    events = table(spec("all", ("/*", None)))
+    assert matches(events, "GET", "/") == {"all": {"*": ""}}
+    assert matches(events, "GET", "/x/y") == {"all": {"*": "x/y"}}
+
+
+def test_segments_that_are_not_bindings_are_literal() -> None:
+    events = table(spec("e", ("/a*b/:1x/x:y", None)))
+    assert matches(events, "GET", "/a*b/:1x/x:y") == {"e": {}}
+    assert http_error(events, "GET", "/aXb/:1x/x:y").status == 404
+    assert http_error(events, "GET", "/a*b/7/x:y").status == 404
+
+
+def test_more_specific_patterns_do_not_hide_others() -> None:
+    events = table(
+        spec("literal", ("/timer/tick", None)),
+        spec("named", ("/timer/:id", None)),
+        spec("rest", ("/timer/*", None)),
+        spec("other", ("/timer/:id/x", None)),
+    )
+    assert matches(events, "GET", "/timer/tick") == {
+        "literal": {},
+        "named": {"id": "tick"},
+        "rest": {"*": "tick"},
+    }
+    assert matches(events, "GET", "/timer/7") == {"named": {"id": "7"}, "rest": {"*": "7"}}
+
+
+def test_matching_is_deterministic() -> None:
+    events = table(*(spec(f"e{n}", (f"/{':a' if n % 2 else 'x'}/*", None)) for n in range(20)))
+    first = matches(events, "GET", "/x/y")
+    assert list(first) == sorted(first)
+    for _ in range(5):
+        assert matches(dict(reversed(list(events.items()))), "GET", "/x/y") == first
+
+
+def test_first_matching_trigger_of_an_event_gives_its_bindings() -> None:
+    events = table(spec("e", ("/t/:a", {"PUT"}), ("/t/:b", None), ("/t/:c", None)))
+    assert matches(events, "GET", "/t/1") == {"e": {"b": "1"}}
+    assert matches(events, "PUT", "/t/1") == {"e": {"a": "1"}}
+    assert [m.event.id for m in find_matches(events, "GET", "/t/1")] == ["e"]
+
+
+def test_fired_by_id_and_by_pattern_keeps_its_place_and_gets_the_bindings() -> None:
+    events = table(spec("t/1", ("/t/:n", None)), spec("a", ("/t/:m", None)))
+    found = find_matches(events, "GET", "/t/1")
+    assert [(m.event.id, dict(m.bindings)) for m in found] == [
+        ("t/1", {"n": "1"}),
+        ("a", {"m": "1"}),
+    ]
+
+
+def test_fired_by_id_only_has_no_bindings() -> None:
+    events = table(spec("e", ("/t/:n", None)))
+    assert find_matches(events, "POST", "/e") == [Match(events["e"])]
+
+
+def test_pattern_405_lists_the_methods_with_allow() -> None:
+    events = table(spec("a", ("/timer/:id", {"GET"})), spec("b", ("/timer/*", {"PUT", "GET"})))
+    error = http_error(events, "DELETE", "/timer/5")
+    assert (error.status, error.error) == (405, "method_not_allowed")
+    assert error.headers == {"Allow": "GET, PUT"}
+    assert error.reason == "/timer/5 does not take DELETE; it takes GET, PUT"
+    assert matches(events, "PUT", "/timer/5") == {"b": {"*": "5"}}
+
+
+def test_pattern_that_does_not_match_the_path_gives_404_not_405() -> None:
+    events = table(spec("a", ("/timer/:id", {"GET"})))
+    assert http_error(events, "DELETE", "/timer/5/6").status == 404
+
+
+def test_disabled_and_invalid_pattern_events_are_skipped() -> None:
+    events = table(
+        spec("off", ("/t/:id", None), disabled=True),
+        spec("bad", ("/t/:id", None), error="broken"),
+        spec("on", ("/t/*", {"GET"})),
+    )
+    assert matches(events, "GET", "/t/1") == {"on": {"*": "1"}}
+    assert http_error(events, "POST", "/t/1").headers == {"Allow": "GET"}
+
+
+def test_match_event_gives_trigger_parameters() -> None:
+    event = parse_event(
+        {
+            "_id": "timer",
+            "trigger": [
+                {"path": "/timer/:timerid", "method": "GET", "parameters": {"id": ":timerid"}},
+                {"path": "/timer/:timerid", "method": "POST"},
+            ],
+            "workers": [{"name": "w"}],
+        }
+    )
+    found = match_event(event, "get", "/timer/7")
+    assert (dict(found.bindings), dict(found.parameters)) == ({"timerid": "7"}, {"id": ":timerid"})
+    found = match_event(event, "POST", "timer/7")
+    assert (dict(found.bindings), dict(found.parameters)) == ({"timerid": "7"}, {})
+    assert match_event(event, "POST", "/timer") == Match(event)
+
+
+# -- bindings in arguments ---------------------------------------------------------------------
+
+
+def test_path_bindings_win_over_query_and_body() -> None:
+    params = request_parameters(
+        {"id": "query", "q": "1"}, {"id": "body", "b": 2}, {"id": "path", "*": "rest/x"}
+    )
+    assert params == {"id": "path", "q": "1", "b": 2, "*": "rest/x"}
+
+
+def test_bindings_used_in_arguments() -> None:
+    params = request_parameters({}, None, {"timerid": "42", "*": "a/b"})
+    merged = build_arguments(
+        {"timer": ":timerid", "rest": ":*", "where": [":timerid"]}, {}, params, "e"
+    )
+    assert merged == {"timer": "42", "rest": "a/b", "where": ["42"]}
+
+
+def test_trigger_parameters_lie_between_worker_and_event_arguments() -> None:
+    merged = build_arguments(
+        {"a": "worker", "b": "worker", "c": "worker"},
+        {"c": "event"},
+        {"timerid": "7"},
+        "e",
+        {"b": "trigger", "c": "trigger", "id": ":timerid"},
+    )
+    assert merged == {"a": "worker", "b": "trigger", "c": "event", "id": "7"}
+
+
+def test_missing_binding_in_trigger_parameters_is_400() -> None:
+    with pytest.raises(HTTPError) as info:
+        build_arguments({}, {}, {}, "event 'e' (worker 'w')", {"id": ":timerid"})
+    assert info.value.status == 400
+    assert "'timerid'" in info.value.reason

@@ -206,7 +206,8 @@ def test_event_id_defaults_to_the_file_name(tmp_path: Path, store: type[FakeStor
     ("text", "needle"),
     [
         ('{"_id": "e"}', "event 'e': no \"workers\""),
-        ('{"_id": "e", "workers": {"w": {}}, "trigger": []}', '"trigger" must be an object'),
+        ('{"_id": "e", "workers": {"w": {}}, "trigger": "/x"}', '"trigger" must be an object'),
+        ('{"_id": "e", "workers": {"w": {}}, "trigger": [{}]}', 'trigger 1 has no "path"'),
         ('{"_id": 3, "workers": {"w": {}}}', "_id must be a non-empty string, not 3"),
         ('{"_id": "_design/x", "workers": {"w": {}}}', "ids starting with '_' are CouchDB's own"),
     ],
