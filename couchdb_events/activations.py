@@ -137,6 +137,7 @@ class Activations:
                 "request": message.request,
                 "state": "accepted",
                 "attempt": message.attempt,
+                "chain": message.chain,
                 "accepted": iso(message.accepted),
                 "started": None,
                 "ended": None,
@@ -177,6 +178,8 @@ class Activations:
             fields["answer"] = bounded(outcome.answer)
             fields["stdout"] = list(outcome.stdout)
             fields["stderr"] = list(outcome.stderr)
+        if outcome.emitted:
+            fields["emitted"] = list(outcome.emitted)
         if outcome.state == "delivered":
             fields["delivered_only"] = True  # a stream worker: done once delivered
         self.update(message.id, **fields)

@@ -160,6 +160,7 @@ class Config:
     max_queue: int = 1000
     max_body: int = 1024 * 1024
     max_queued: int = 10_000
+    max_chain_depth: int = 8
     durable: bool = True
     activations_db: str = ""  # empty: <events_db>_activations
     activations_retention_days: int = 30
@@ -229,6 +230,7 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "max_queue": _positive_int,
     "max_body": _positive_int,
     "max_queued": _positive_int,
+    "max_chain_depth": _positive_int,
     "durable": _boolean,
     "activations_db": _db_name,
     "activations_retention_days": _positive_int,

@@ -3,6 +3,11 @@
 All or nothing: every worker is checked (exists, valid, has room) before any message is queued,
 so a 4xx/5xx answer means nothing was accepted and a 202 means everything was. The runner
 (``runner.py``) then records and queues the messages.
+
+Chains: a request carrying ``X-Couchdb-Events-Chain: <n>`` comes from a worker run of chain
+depth n (a worker passes on the header of its own message), so its runs have depth n + 1; a
+request without it has depth 0. Past ``max_chain_depth`` nothing is fired (508). Events a
+worker's answer emits (``runner.py``) come through here too, as requests from that worker.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from . import logs
 from .documents import EventSpec, WorkerSpec
 from .errors import HTTPError
 from .matching import build_arguments, find_events, match_event, request_parameters
-from .message import Message, new_id, worker_request
+from .message import CHAIN_HEADER, Message, new_id, worker_request
 from .registry import Registry
 from .request import Request
 from .supervisor import Supervisor
@@ -32,21 +37,51 @@ class Fired:
         return [message for _spec, message in self.runs]
 
 
+def chain_depth(headers: dict[str, str]) -> int:
+    """The chain depth of a request's runs: 0, or one more than the ``X-Couchdb-Events-Chain``
+    header says (the depth of the run that sent it); a bad header is the caller's error."""
+    for name, value in headers.items():
+        if name.lower() == CHAIN_HEADER.lower():
+            text = value.strip()
+            if not text.isdigit():
+                raise HTTPError(
+                    400,
+                    "bad_request",
+                    f"{CHAIN_HEADER} must be a whole number (a chain depth), not {value!r}",
+                )
+            return int(text) + 1
+    return 0
+
+
+def chain_error(max_depth: int, events: list[str]) -> str:
+    return f"chain depth {max_depth} exceeded: event {', '.join(events)} not fired"
+
+
 class Dispatcher:
-    def __init__(self, registry: Registry, supervisor: Supervisor) -> None:
+    def __init__(
+        self, registry: Registry, supervisor: Supervisor, max_chain_depth: int = 8
+    ) -> None:
         self._registry = registry
         self._supervisor = supervisor
+        self.max_chain_depth = max_chain_depth
 
     def match(self, request: Request) -> list[EventSpec]:
         """The events the request fires; raises 404/405 (or 500 for a broken event)."""
         return find_events(self._registry.events, request.method, request.path)
 
-    def prepare(self, request: Request, events: list[EventSpec] | None = None) -> Fired:
+    def prepare(
+        self, request: Request, events: list[EventSpec] | None = None, parent: str | None = None
+    ) -> Fired:
         """One message per worker run of ``events`` (matched now when not given), after
-        checking that every worker can take it; nothing is queued yet (see ``runner``)."""
+        checking that every worker can take it; nothing is queued yet (see ``runner``).
+        ``parent``: the run whose answer emitted this request."""
         loop = asyncio.get_running_loop()
         if events is None:
             events = self.match(request)
+        depth = chain_depth(request.headers)
+        if depth > self.max_chain_depth:
+            reason = chain_error(self.max_chain_depth, [e.id for e in events])
+            raise HTTPError(508, "chain_too_deep", reason)
         runs: list[tuple[WorkerSpec, Message]] = []
         for event in events:
             found = match_event(event, request.method, request.path)
@@ -77,6 +112,7 @@ class Dispatcher:
                     request.body,
                     request.peer,
                     request.user,
+                    depth,
                 )
                 message = Message(
                     new_id(),
@@ -86,6 +122,7 @@ class Dispatcher:
                     wire,
                     outcome=loop.create_future(),
                     worker_rev=spec.rev,
+                    chain={"depth": depth, "parent": parent},
                 )
                 runs.append((spec, message))
         for spec, _message in runs:

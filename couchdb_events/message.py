@@ -12,6 +12,9 @@ from typing import Any
 
 # Headers that carry credentials never reach a worker.
 HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# The chain depth of the run a request comes from; in a message, the depth of that run, for
+# the worker to pass on with requests of its own.
+CHAIN_HEADER = "X-Couchdb-Events-Chain"
 
 
 def new_id() -> str:
@@ -26,13 +29,19 @@ def worker_request(
     body: Any,
     peer: str | None,
     user: dict[str, Any] | None,
+    depth: int = 0,
 ) -> dict[str, Any]:
-    """The ``request`` part of a message, with credentials removed."""
+    """The ``request`` part of a message, with credentials removed and the chain header set to
+    the run's chain ``depth``."""
+    hidden = HIDDEN_HEADERS | {CHAIN_HEADER.lower()}
     return {
         "method": method,
         "path": path,
         "query": query,
-        "headers": {k: v for k, v in headers.items() if k.lower() not in HIDDEN_HEADERS},
+        "headers": {
+            **{k: v for k, v in headers.items() if k.lower() not in hidden},
+            CHAIN_HEADER: str(depth),
+        },
         "body": body,
         "peer": peer,
         "user": user,
@@ -49,6 +58,8 @@ class Outcome:
     error: str | None = None
     stdout: tuple[str, ...] = ()
     stderr: tuple[str, ...] = ()
+    # What the answer's "emit" led to: {"event", "runs"} or {"event", "error"} per entry.
+    emitted: tuple[dict[str, Any], ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state}
@@ -56,6 +67,8 @@ class Outcome:
             out["answer"] = self.answer
         if self.error is not None:
             out["error"] = self.error
+        if self.emitted:
+            out["emitted"] = list(self.emitted)
         return out
 
 
@@ -72,6 +85,9 @@ class Message:
     outcome: asyncio.Future[Outcome] | None = None
     attempt: int = 1
     worker_rev: str = ""
+    # How deep in a chain of events firing events this run is: 0 for a request from outside,
+    # the parent's depth + 1 for an event a run emitted (``parent``: that run's id).
+    chain: dict[str, Any] = field(default_factory=lambda: {"depth": 0, "parent": None})
     # Set by the runner: called when the message reaches a process, and with each outcome
     # (which may lead to another attempt rather than to the final answer).
     on_start: Callable[[Message], None] | None = field(default=None, repr=False)
@@ -86,6 +102,7 @@ class Message:
             "arguments": self.arguments,
             "request": self.request,
             "attempt": self.attempt,
+            "chain": self.chain,
         }
         try:
             return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

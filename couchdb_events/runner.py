@@ -12,6 +12,14 @@ With ``durable`` on, a 202 is given only once every record is stored. At start-u
 previous daemon left open are resumed: ``accepted`` ones are queued again, ``running`` ones
 (cut off half-way) as their next attempt. When the daemon stops, runs it did not finish keep
 their open records, for the next start.
+
+Chains: a ``reply`` or ``once`` run that succeeds with an answer like
+``{"emit": ["event_id", {"event": "/path", "body": {...}, "method": "POST"}]}`` fires each of
+those events as a request from the worker (``peer`` ``worker:<name>``, no user, no headers but
+``X-Couchdb-Events-Chain``) through the dispatcher, one chain depth deeper, before its own
+outcome is final. What each emit led to (run ids, or why nothing was fired, such as
+``chain depth 8 exceeded: event X not fired``) is the outcome's ``emitted``, kept in the
+activation record and given to a waiting caller; the run itself stays ``succeeded``.
 """
 
 from __future__ import annotations
@@ -19,16 +27,21 @@ from __future__ import annotations
 import asyncio
 import calendar
 import time
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from . import logs
 from .activations import Activations
 from .documents import WorkerSpec
 from .errors import HTTPError
 from .exchange import INTERRUPTED
-from .message import Message, Outcome
+from .message import CHAIN_HEADER, Message, Outcome
 from .registry import Registry
+from .request import Request
 from .supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
 
 log = logs.get("runner")
 
@@ -37,12 +50,18 @@ MAX_RETRY_DELAY = 3600.0
 
 class Runner:
     def __init__(
-        self, registry: Registry, supervisor: Supervisor, activations: Activations | None
+        self,
+        registry: Registry,
+        supervisor: Supervisor,
+        activations: Activations | None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self._registry = registry
         self._supervisor = supervisor
         self.activations = activations
+        self._dispatcher = dispatcher  # fires the events a run's answer emits
         self._timers: set[asyncio.TimerHandle] = set()
+        self._emitting: set[asyncio.Task[None]] = set()
         self.retried = 0
         self.resumed = 0
 
@@ -90,7 +109,55 @@ class Runner:
             handle = asyncio.get_running_loop().call_later(delay, self._again, message)
             self._timers.add(handle)
             return
+        emits = outcome.answer.get("emit") if isinstance(outcome.answer, dict) else None
+        if outcome.state == "succeeded" and emits and self._dispatcher is not None:
+            task = asyncio.get_running_loop().create_task(self._emit(message, outcome, emits))
+            self._emitting.add(task)
+            task.add_done_callback(self._emitting.discard)
+            return
         self._final(message, outcome)
+
+    async def _emit(self, message: Message, outcome: Outcome, emits: Any) -> None:
+        """Fire what the run's answer emits, then give the run its final outcome."""
+        notes: list[dict[str, Any]] = []
+        for number, entry in enumerate(emits if isinstance(emits, list) else [emits], 1):
+            try:
+                notes.append(await self._emit_one(message, entry, number))
+            except Exception as exc:  # never lose the parent's outcome
+                log.exception("run %s: emit %d failed", message.id, number)
+                notes.append({"event": None, "error": f"emit {number}: {exc}"})
+        self._final(message, replace(outcome, emitted=tuple(notes)))
+
+    async def _emit_one(self, message: Message, entry: Any, number: int) -> dict[str, Any]:
+        assert self._dispatcher is not None
+        if isinstance(entry, str):
+            entry = {"event": entry}
+        target = entry.get("event") if isinstance(entry, dict) else None
+        method = entry.get("method", "POST") if isinstance(entry, dict) else None
+        if not target or not isinstance(target, str) or not isinstance(method, str):
+            error = (
+                f"emit {number} must be an event id or path, or an object like "
+                '{"event": "next_event", "body": {...}, "method": "POST"}'
+            )
+            log.warning("run %s of worker %s: %s", message.id, message.worker, error)
+            return {"event": target if isinstance(target, str) else None, "error": error}
+        assert isinstance(entry, dict)
+        request = Request(
+            method=method.upper(),
+            path="/" + target.lstrip("/"),
+            headers={CHAIN_HEADER: str(message.chain.get("depth", 0))},
+            body=entry.get("body"),
+            peer=f"worker:{message.worker}",
+        )
+        try:
+            fired = self._dispatcher.prepare(request, parent=message.id)
+            await self.run(fired.runs)
+        except HTTPError as exc:
+            log.warning(
+                "run %s of worker %s: %s", message.id, message.worker, exc.reason
+            )  # fmt: skip
+            return {"event": target, "error": exc.reason}
+        return {"event": target, "runs": [m.id for m in fired.messages]}
 
     def _final(self, message: Message, outcome: Outcome) -> None:
         if self.activations is not None:
@@ -165,4 +232,5 @@ def _message(doc: dict[str, Any]) -> Message:
         outcome=asyncio.get_running_loop().create_future(),
         attempt=int(doc.get("attempt", 1)),
         worker_rev=str(doc.get("worker_rev", "")),
+        chain=dict(doc.get("chain") or {"depth": 0, "parent": None}),
     )

@@ -71,10 +71,10 @@ class Service:
         env = worker_environment(service_url, self.instance, config.work_dir)
         self.supervisor = Supervisor(config, self.deployer, env)
         self.registry = Registry(config, self._worker_changed)
-        self.dispatcher = Dispatcher(self.registry, self.supervisor)
+        self.dispatcher = Dispatcher(self.registry, self.supervisor, config.max_chain_depth)
         self.access = Access(config)
         self.activations = Activations(self.store, config) if config.durable else None
-        self.runs = Runner(self.registry, self.supervisor, self.activations)
+        self.runs = Runner(self.registry, self.supervisor, self.activations, self.dispatcher)
         self.router = Router(self.dispatcher, self.runs, self, config, self.access)
         self.api = Api(self.router, config.max_body)
         self.feeds: list[Feed] = []

@@ -36,11 +36,18 @@ def test_worker_request_fields() -> None:
         "method": "GET",
         "path": "/e",
         "query": {"q": "1"},
-        "headers": {},
+        "headers": {"X-Couchdb-Events-Chain": "0"},
         "body": None,
         "peer": "::1",
         "user": user,
     }
+
+
+@pytest.mark.parametrize("sent", [None, "x-couchdb-events-chain", "X-COUCHDB-EVENTS-CHAIN"])
+def test_chain_header_is_the_runs_depth(sent: str | None) -> None:
+    headers = {"Accept": "*/*"} if sent is None else {"Accept": "*/*", sent: "2"}
+    wire = worker_request("POST", "/e", {}, headers, None, None, None, 3)
+    assert wire["headers"] == {"Accept": "*/*", "X-Couchdb-Events-Chain": "3"}
 
 
 @pytest.mark.parametrize(
@@ -60,7 +67,11 @@ def test_worker_request_fields() -> None:
 )
 def test_credentials_never_reach_the_worker(name: str) -> None:
     headers = {name: "secret", "Accept": "application/json", "X-Custom": "kept"}
-    assert request(headers)["headers"] == {"Accept": "application/json", "X-Custom": "kept"}
+    assert request(headers)["headers"] == {
+        "Accept": "application/json",
+        "X-Custom": "kept",
+        "X-Couchdb-Events-Chain": "0",
+    }
 
 
 def test_all_credential_headers_at_once() -> None:
@@ -71,7 +82,11 @@ def test_all_credential_headers_at_once() -> None:
         "Set-Cookie": "kept",
         "X-Authorization-Hint": "kept",
     }
-    assert request(headers)["headers"] == {"Set-Cookie": "kept", "X-Authorization-Hint": "kept"}
+    assert request(headers)["headers"] == {
+        "Set-Cookie": "kept",
+        "X-Authorization-Hint": "kept",
+        "X-Couchdb-Events-Chain": "0",
+    }
 
 
 def test_hidden_headers() -> None:
@@ -100,12 +115,13 @@ def test_line_is_compact_json_ending_in_newline() -> None:
         "arguments": {"to": "a@b"},
         "request": request({"Accept": "*/*"}),
         "attempt": 1,
+        "chain": {"depth": 0, "parent": None},
     }
 
 
 def test_line_does_not_carry_accepted_or_outcome() -> None:
     assert set(json.loads(message().line())) == {
-        "id", "event", "worker", "arguments", "request", "attempt"
+        "id", "event", "worker", "arguments", "request", "attempt", "chain"
     }  # fmt: skip
 
 
