@@ -4,7 +4,7 @@ so that firing an event never waits on CouchDB."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from . import logs
 from .config import Config
@@ -31,39 +31,43 @@ class Registry:
         self.workers: dict[str, WorkerSpec] = {}
 
     def apply_events(self, changes: list[dict[str, Any]]) -> None:
-        for change in changes:
-            doc_id, doc = _changed_doc(change)
-            if doc_id.startswith("_design/"):
-                continue
-            if doc is None:
-                if self.events.pop(doc_id, None) is not None:
-                    log.info("event %s deleted", doc_id)
-                continue
-            spec = parse_event(doc)
-            previous = self.events.get(doc_id)
-            self.events[doc_id] = spec
-            if previous is None or previous.rev != spec.rev:
-                if spec.error:
-                    log.error("%s", spec.error)
-                else:
-                    log.info("event %s loaded (rev %s)", doc_id, spec.rev)
+        _apply(changes, self.events, "event", parse_event, None)
 
     def apply_workers(self, changes: list[dict[str, Any]]) -> None:
-        for change in changes:
-            doc_id, doc = _changed_doc(change)
-            if doc_id.startswith("_design/"):
-                continue
-            if doc is None:
-                if self.workers.pop(doc_id, None) is not None:
-                    log.info("worker %s deleted", doc_id)
-                    self._worker_changed(doc_id, None)
-                continue
-            spec = parse_worker(doc, self._config)
-            previous = self.workers.get(doc_id)
-            self.workers[doc_id] = spec
-            if previous is None or previous.rev != spec.rev:
-                if spec.error:
-                    log.error("%s", spec.error)
-                else:
-                    log.info("worker %s loaded (rev %s)", doc_id, spec.rev)
-                self._worker_changed(doc_id, spec)
+        def parse(doc: dict[str, Any]) -> WorkerSpec:
+            return parse_worker(doc, self._config)
+
+        _apply(changes, self.workers, "worker", parse, self._worker_changed)
+
+
+S = TypeVar("S", EventSpec, WorkerSpec)
+
+
+def _apply(
+    changes: list[dict[str, Any]],
+    table: dict[str, S],
+    kind: str,
+    parse: Callable[[dict[str, Any]], S],
+    changed: Callable[[str, S | None], None] | None,
+) -> None:
+    """Bring ``table`` up to date with a batch of changes; log (and report) what changed."""
+    for change in changes:
+        doc_id, doc = _changed_doc(change)
+        if doc_id.startswith("_design/"):
+            continue
+        if doc is None:
+            if table.pop(doc_id, None) is not None:
+                log.info("%s %s deleted", kind, doc_id)
+                if changed is not None:
+                    changed(doc_id, None)
+            continue
+        spec = parse(doc)
+        previous = table.get(doc_id)
+        table[doc_id] = spec
+        if previous is None or previous.rev != spec.rev:
+            if spec.error:
+                log.error("%s", spec.error)
+            else:
+                log.info("%s %s loaded (rev %s)", kind, doc_id, spec.rev)
+            if changed is not None:
+                changed(doc_id, spec)
