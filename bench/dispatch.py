@@ -16,26 +16,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import collections
-import contextlib
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from couchdb_events.embedded import EmbeddedCouch, free_port
+if __package__ in (None, ""):  # run as a script: python bench/dispatch.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Service, couch_request, percentile_ms, put_event, put_worker
+from couchdb_events.embedded import EmbeddedCouch
 
 EVENTS_DB = "bench_events"
 WORKERS_DB = "bench_workers"
@@ -43,162 +41,15 @@ REPLY = "bench_reply"
 ONCE = "bench_once"
 WAIT = 30
 
-# The same script serves both modes: in ``once`` mode it gets one line, then end of file.
-WORKER = """\
-import json
-import os
-import sys
-
-for line in sys.stdin:
-    message = json.loads(line)
-    answer = {"ok": True, "id": message["id"], "pid": os.getpid()}
-    sys.stdout.write(json.dumps(answer, separators=(",", ":")) + "\\n")
-    sys.stdout.flush()
-"""
-
 
 # -- setting up ---------------------------------------------------------------------------------
-def couch_request(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        result: dict[str, Any] = json.loads(answer.read())
-        return result
-
-
 def deploy(couch_url: str, processes: int) -> None:
     """The two databases, the two workers (same script, two modes) and an event for each."""
     for db in (EVENTS_DB, WORKERS_DB):
         couch_request("PUT", f"{couch_url}{db}")
-    code = base64.b64encode(WORKER.encode()).decode("ascii")
     for name, mode in ((REPLY, "reply"), (ONCE, "once")):
-        worker = {
-            "_id": name,
-            "type": "python",
-            "delegate": "worker.py",
-            "mode": mode,
-            "processes": processes,
-            "_attachments": {"worker.py": {"content_type": "text/x-python", "data": code}},
-        }
-        couch_request("PUT", f"{couch_url}{WORKERS_DB}/{name}", worker)
-        event = {
-            "_id": name,
-            "trigger": {f"/bench/{mode}": {"method": ["GET", "POST"]}},
-            "workers": {name: {}},
-        }
-        couch_request("PUT", f"{couch_url}{EVENTS_DB}/{name}", event)
-
-
-def get_json(url: str) -> dict[str, Any] | None:
-    with (
-        contextlib.suppress(OSError, ValueError),
-        urllib.request.urlopen(url, timeout=2) as answer,
-    ):
-        if answer.status == 200:
-            result: dict[str, Any] = json.loads(answer.read())
-            return result
-    return None
-
-
-class Service:
-    """``couchdb-events serve`` as a subprocess, its log in ``scratch``."""
-
-    def __init__(self, couch_url: str, scratch: Path, interpreter: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}/_events/"
-        self.log_path = scratch / "service.log"
-        # Pin the interpreter of ``"type": "python"`` workers: ``python3`` on PATH may be a
-        # version-manager shim that costs more than the interpreter itself to start.
-        config = scratch / "bench.ini"
-        config.write_text(f"[couchdb_events_interpreters]\npython = {interpreter} -u\n")
-        self.argv = [
-            sys.executable,
-            "-m",
-            "couchdb_events",
-            "serve",
-            "--config",
-            str(config),
-            "--couchdb-url",
-            couch_url,
-            "--port",
-            str(self.port),
-            "--events-db",
-            EVENTS_DB,
-            "--workers-db",
-            WORKERS_DB,
-            "--work-dir",
-            str(scratch / "work"),
-        ]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.pid = 0
-        self.ready_after = math.nan  # seconds from spawn to answering with both events loaded
-
-    def start(self, timeout: float = 30.0) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.pid = self.proc.pid
-        spawned = time.monotonic()
-        deadline = spawned + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"couchdb-events exited at start (status {self.proc.returncode}):\n"
-                    + self.log_tail()
-                )
-            status = get_json(self.base + "_status")
-            if status is not None and {REPLY, ONCE} <= set(status.get("events", {})):
-                self.ready_after = time.monotonic() - spawned
-                return
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"couchdb-events did not answer within {timeout:g} s:\n{self.log_tail()}"
-        )
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) of the service process itself, not of its workers (Linux)."""
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-            fields = stat.rpartition(")")[2].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return math.nan
-
-    def status(self) -> dict[str, Any] | None:
-        return get_json(self.base + "_status")
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def log_problems(self) -> list[str]:
-        """Warning and error lines of the service's log."""
-        with contextlib.suppress(OSError):
-            text = self.log_path.read_text(errors="replace")
-            return [line for line in text.splitlines() if "[WARNING]" in line or "[ERROR]" in line]
-        return []
-
-    def stop(self) -> int | None:
-        """SIGTERM, wait; SIGKILL if it does not go. The exit status."""
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
-        return proc.returncode
+        put_worker(couch_url, WORKERS_DB, name, mode, processes)
+        put_event(couch_url, EVENTS_DB, name, f"/bench/{mode}", [name])
 
 
 # -- firing ---------------------------------------------------------------------------------------
@@ -224,11 +75,7 @@ class Result:
         return self.ok / self.wall if self.wall > 0 else 0.0
 
     def percentile_ms(self, p: float) -> float:
-        if not self.latencies:
-            return math.nan
-        ordered = sorted(self.latencies)
-        rank = max(1, math.ceil(p / 100 * len(ordered)))
-        return ordered[rank - 1] * 1000
+        return percentile_ms(self.latencies, p)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -404,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(scratch_dir)
             with EmbeddedCouch() as couch:
                 deploy(couch.url, args.processes)
-                service = Service(couch.url, scratch, args.interpreter)
+                service = Service(
+                    couch.url, scratch, args.interpreter, EVENTS_DB, WORKERS_DB, (REPLY, ONCE)
+                )
                 try:
                     service.start()
                     results = asyncio.run(run_load(args, service))

@@ -1,0 +1,499 @@
+"""Durable against non-durable firing: what storing an activation record before the 202 costs.
+
+One run starts an in-memory PouchDB Server, deploys a ``reply`` Python worker and an event, then
+starts ``couchdb-events serve`` once per mode, one after the other, with ``durable = true`` and
+``durable = false``, and fires ``--events`` events at each over HTTP (no ``wait``) from
+``--concurrency`` concurrent requests. For each mode it reports
+
+* acceptance: requests answered 202 per second, and p50/p99 of request sent to 202 read;
+* end to end: the time from the first request until every accepted run has a final state (the
+  worker's counters in ``/_events/_status``), and for ``durable`` also until every activation
+  record is stored in a final state;
+* the ``_bulk_docs`` writes of the activation records and their mean batch size.
+
+    python -m bench.durable [--events 3000] [--concurrency 64] [--processes 2] [--json]
+
+It reports; it does not assert. Everything it starts is stopped on exit, Ctrl-C or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import math
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+
+if __package__ in (None, ""):  # run as a script: python bench/durable.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    Service,
+    couch_request,
+    cpu_seconds,
+    percentile_ms,
+    put_event,
+    put_worker,
+)
+from couchdb_events.embedded import EmbeddedCouch
+
+EVENTS_DB = "bench_events"
+WORKERS_DB = "bench_workers"
+ACTIVATIONS_PREFIX = f"{EVENTS_DB}_activations_"  # the default activations_db, monthly
+WORKER = "bench_durable"
+WAIT = 30
+SETTLE_TIMEOUT = 120.0  # seconds to wait for the runs to finish after the last 202
+POLL = 0.02  # seconds between status polls while waiting for the runs
+QUIET = 0.2  # seconds without a write before the records are read back
+TARGET_RATE = 1000.0  # durable events accepted per second
+TARGET_RATIO = 1 / 3  # durable / non-durable acceptance throughput
+FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "lost", "rejected"})
+
+
+# -- setting up ---------------------------------------------------------------------------------
+def deploy(couch_url: str, processes: int, max_queue: int) -> None:
+    """The two databases, the reply worker and its event."""
+    for db in (EVENTS_DB, WORKERS_DB):
+        couch_request("PUT", f"{couch_url}{db}")
+    put_worker(couch_url, WORKERS_DB, WORKER, "reply", processes, max_queue=max_queue)
+    put_event(couch_url, EVENTS_DB, WORKER, "/bench/durable", [WORKER])
+
+
+def pouchdb_pid(port: int) -> int:
+    """PouchDB Server's process: this process's child listening on ``port``."""
+    for child in psutil.Process().children():
+        try:
+            if str(port) in child.cmdline() and "node" in child.name():
+                return child.pid
+        except psutil.Error:
+            continue
+    return 0
+
+
+def unsettled_records(couch_url: str, ids: list[str]) -> int | None:
+    """How many of the activation records ``ids`` are not stored in a final state yet, looked
+    up by id in every activations database; None when CouchDB does not answer."""
+    try:
+        names = couch_request("GET", f"{couch_url}_all_dbs")
+        final: set[str] = set()
+        for db in names:
+            if not (isinstance(db, str) and db.startswith(ACTIVATIONS_PREFIX)):
+                continue
+            url = f"{couch_url}{urllib.parse.quote(db)}/_all_docs?include_docs=true"
+            for row in couch_request("POST", url, {"keys": ids}).get("rows", []):
+                doc = row.get("doc") or {}
+                if doc.get("state") in FINAL_STATES:
+                    final.add(str(doc["_id"]))
+        return len(set(ids) - final)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+
+
+# -- measuring ------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    mode: str
+    durable: bool
+    events: int
+    concurrency: int
+    wall: float = 0.0  # first request sent to last answer read
+    latencies: list[float] = field(default_factory=list)  # seconds, 202 answers only
+    run_ids: list[str] = field(default_factory=list)  # of the 202 answers
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    finished_after: float = math.nan  # first request to every accepted run in a final state
+    stored_after: float = math.nan  # ... and every activation record stored as final (durable)
+    succeeded: int = 0
+    failed: int = 0
+    writes: int = 0  # _bulk_docs requests during the measurement
+    written: int = 0  # documents they wrote
+    backlog_max: int = 0  # records waiting for the writer, highest seen after the last 202
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds by process, while firing
+    cpu_total: dict[str, float] = field(default_factory=dict)  # ... until everything settled
+    ready_after: float = math.nan
+    exit_status: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        """Requests answered 202 per second."""
+        return self.accepted / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def finished_rate(self) -> float:
+        """Runs finished per second, end to end."""
+        done = self.succeeded + self.failed
+        return done / self.finished_after if self.finished_after > 0 else 0.0
+
+    @property
+    def batch(self) -> float:
+        return self.written / self.writes if self.writes else math.nan
+
+    def summary(self) -> dict[str, Any]:
+        def num(value: float, digits: int = 2) -> float | None:
+            return round(value, digits) if math.isfinite(value) else None
+
+        return {
+            "mode": self.mode,
+            "durable": self.durable,
+            "events": self.events,
+            "concurrency": self.concurrency,
+            "accepted": self.accepted,
+            "errors": sum(self.errors.values()),
+            "error_kinds": dict(self.errors),
+            "wall_s": num(self.wall, 3),
+            "accepted_per_s": num(self.rate, 1),
+            "p50_ms": num(percentile_ms(self.latencies, 50)),
+            "p90_ms": num(percentile_ms(self.latencies, 90)),
+            "p99_ms": num(percentile_ms(self.latencies, 99)),
+            "max_ms": num(percentile_ms(self.latencies, 100)),
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "finished_after_s": num(self.finished_after, 3),
+            "finished_per_s": num(self.finished_rate, 1),
+            "records_stored_after_s": num(self.stored_after, 3),
+            "bulk_docs_writes": self.writes,
+            "bulk_docs_written": self.written,
+            "mean_batch": num(self.batch, 1),
+            "writer_backlog_max": self.backlog_max,
+            "cpu_firing_s": {name: num(value) for name, value in self.cpu.items()},
+            "cpu_until_settled_s": {name: num(value) for name, value in self.cpu_total.items()},
+            "service_ready_s": num(self.ready_after, 3),
+            "service_exit_status": self.exit_status,
+            "service_log_problems": self.problems[:20],
+        }
+
+
+async def fire_one(session: aiohttp.ClientSession, url: str) -> tuple[str | None, str]:
+    """One event without waiting for its run: (None, run id) for a 202, else (error kind, "")."""
+    try:
+        async with session.get(url) as response:
+            body = await response.read()
+            if response.status != 202:
+                text = body[:120].decode(errors="replace").strip()
+                return f"HTTP {response.status}: {text}", ""
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:160], ""
+    try:
+        runs = json.loads(body)["runs"]
+        if len(runs) != 1 or runs[0]["worker"] != WORKER:
+            return f"unexpected runs: {runs!r}"[:160], ""
+        return None, str(runs[0]["id"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"unreadable answer ({type(exc).__name__}: {exc})"[:160], ""
+
+
+async def fire(
+    session: aiohttp.ClientSession, url: str, events: int, concurrency: int, result: Result
+) -> None:
+    """``events`` requests from ``concurrency`` clients; latencies and errors into ``result``."""
+    remaining = iter(range(events))
+
+    async def client() -> None:
+        for _ in remaining:  # the iterator is shared: each request is taken exactly once
+            sent = time.perf_counter()
+            error, run_id = await fire_one(session, url)
+            if error is None:
+                result.latencies.append(time.perf_counter() - sent)
+                result.run_ids.append(run_id)
+            else:
+                result.errors[error] += 1
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+async def warm_up(session: aiohttp.ClientSession, service: Service, requests: int) -> None:
+    """Start the worker's processes and open the connections: ``requests`` runs, waited for."""
+    url = f"{service.base}{WORKER}?wait={WAIT}"
+    errors: collections.Counter[str] = collections.Counter()
+
+    async def one() -> None:
+        try:
+            async with session.get(url) as response:
+                await response.read()
+                if response.status != 200:
+                    errors[f"HTTP {response.status}"] += 1
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            errors[type(exc).__name__] += 1
+
+    await asyncio.gather(*(one() for _ in range(requests)))
+    if errors:
+        print(f"warm-up errors ({service.name}): {dict(errors)}", file=sys.stderr)
+
+
+def counters(status: dict[str, Any] | None) -> tuple[int, int, dict[str, Any]]:
+    """(succeeded, failed) of the worker and the activations part of a status."""
+    if status is None:
+        raise RuntimeError("couchdb-events did not answer /_events/_status")
+    worker = status.get("workers", {}).get(WORKER, {})
+    activations: dict[str, Any] = status.get("activations", {})
+    return int(worker.get("succeeded", 0)), int(worker.get("failed", 0)), activations
+
+
+def cpu_snapshot(service: Service, couch_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each process taking part (workers: those running now)."""
+    return {
+        "service": service.cpu_seconds(),
+        "PouchDB Server": cpu_seconds(couch_pid),
+        "workers": service.workers_cpu_seconds(),
+        "client": time.process_time(),
+    }
+
+
+def cpu_since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in before}
+
+
+async def measure(
+    args: argparse.Namespace, service: Service, couch_url: str, couch_pid: int, result: Result
+) -> None:
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=WAIT + 30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await warm_up(session, service, max(4 * args.processes, args.concurrency))
+        succeeded0, failed0, activations0 = counters(
+            await loop.run_in_executor(None, service.status)
+        )
+        cpu0 = cpu_snapshot(service, couch_pid)
+        started = time.perf_counter()
+        await fire(session, f"{service.base}{WORKER}", args.events, args.concurrency, result)
+        result.wall = time.perf_counter() - started
+        result.cpu = cpu_since(cpu0, cpu_snapshot(service, couch_pid))
+
+    # End to end: wait until every accepted run has its outcome (and, durable, its record).
+    target = result.accepted
+    deadline = time.perf_counter() + SETTLE_TIMEOUT
+    activations: dict[str, Any] = activations0
+    writes_seen, writes_since = -1, math.nan  # the writer's count, first seen at (s from start)
+    while time.perf_counter() < deadline:
+        status = await loop.run_in_executor(None, service.status)
+        if status is None:  # busy for more than the poll's timeout: ask again
+            continue
+        now = time.perf_counter() - started
+        succeeded, failed, activations = counters(status)
+        result.succeeded, result.failed = succeeded - succeeded0, failed - failed0
+        backlog = int(activations.get("backlog", 0))
+        result.backlog_max = max(result.backlog_max, backlog)
+        if int(activations.get("writes", 0)) != writes_seen:
+            writes_seen, writes_since = int(activations.get("writes", 0)), now
+        if math.isnan(result.finished_after) and result.succeeded + result.failed >= target:
+            result.finished_after = now
+        if math.isnan(result.finished_after):
+            await asyncio.sleep(POLL)
+            continue
+        if not result.durable:
+            result.cpu_total = cpu_since(cpu0, cpu_snapshot(service, couch_pid))
+            break
+        if backlog == 0 and now - writes_since >= QUIET:
+            # Reading the records back is slow on PouchDB Server (a lookup per id), so it is
+            # done once the writer has been idle for a while, and left out of the figures: the
+            # records count as stored from the first poll that saw the writer's last write.
+            cpu = cpu_since(cpu0, cpu_snapshot(service, couch_pid))
+            left = await loop.run_in_executor(None, unsettled_records, couch_url, result.run_ids)
+            again = await loop.run_in_executor(None, service.status)
+            writes_now = counters(again)[2].get("writes") if again is not None else None
+            if left == 0 and writes_now == writes_seen:
+                result.stored_after = max(writes_since, result.finished_after)
+                result.cpu_total = cpu
+                break
+        await asyncio.sleep(POLL)
+    else:
+        result.errors[f"not settled within {SETTLE_TIMEOUT:g} s after the last answer"] += 1
+        result.cpu_total = cpu_since(cpu0, cpu_snapshot(service, couch_pid))
+    _, _, activations = counters(await loop.run_in_executor(None, service.status))
+    result.writes = int(activations.get("writes", 0)) - int(activations0.get("writes", 0))
+    result.written = int(activations.get("written", 0)) - int(activations0.get("written", 0))
+
+
+def run_mode(
+    args: argparse.Namespace, couch: EmbeddedCouch, couch_pid: int, scratch: Path, durable: bool
+) -> Result:
+    mode = "durable" if durable else "non-durable"
+    result = Result(mode, durable, args.events, args.concurrency)
+    service = Service(
+        couch.url,
+        scratch,
+        args.interpreter,
+        EVENTS_DB,
+        WORKERS_DB,
+        (WORKER,),
+        settings={"durable": "true" if durable else "false"},
+        name=mode,
+    )
+    try:
+        service.start()
+        result.ready_after = service.ready_after
+        asyncio.run(measure(args, service, couch.url, couch_pid, result))
+    finally:
+        result.exit_status = service.stop()  # also on Ctrl-C and errors
+    result.problems = service.log_problems()
+    return result
+
+
+# -- reporting ------------------------------------------------------------------------------------
+def ratio(durable: Result, plain: Result) -> float:
+    """Acceptance throughput, durable / non-durable."""
+    return durable.rate / plain.rate if plain.rate > 0 else math.nan
+
+
+def finished_ratio(durable: Result, plain: Result) -> float:
+    """End-to-end throughput, durable / non-durable."""
+    return durable.finished_rate / plain.finished_rate if plain.finished_rate > 0 else math.nan
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def cpu_line(cpu: dict[str, float], events: int) -> str:
+    """CPU seconds by process as milliseconds per event."""
+    return ", ".join(
+        f"{name} {seconds / events * 1000 if events else math.nan:.2f}"
+        for name, seconds in cpu.items()
+    )
+
+
+def print_report(results: list[Result]) -> None:
+    header = (
+        f"{'mode':<12} {'events':>6} {'errors':>6} {'accepted/s':>10} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'done s':>7} {'done/s':>7} {'stored s':>8} "
+        f"{'writes':>6} {'batch':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        stored = f"{r.stored_after:>8.2f}" if r.durable else f"{'-':>8}"
+        writes = f"{r.writes:>6} {r.batch:>6.1f}" if r.durable else f"{'-':>6} {'-':>6}"
+        print(
+            f"{r.mode:<12} {r.events:>6} {sum(r.errors.values()):>6} {r.rate:>10.1f} "
+            f"{percentile_ms(r.latencies, 50):>7.1f} {percentile_ms(r.latencies, 99):>7.1f} "
+            f"{r.finished_after:>7.2f} {r.finished_rate:>7.1f} {stored} {writes}"
+        )
+    kept, plain = results
+    accepted = ratio(kept, plain)
+    finished = finished_ratio(kept, plain)
+    print(
+        f"\ndurable/non-durable: accepted/s {accepted:.2f}, finished/s {finished:.2f}\n"
+        f"target durable >= {TARGET_RATE:.0f} accepted/s: {kept.rate:.1f}, "
+        f"{verdict(kept.rate >= TARGET_RATE)}\n"
+        f"target ratio >= 1/3: {accepted:.2f}, {verdict(accepted >= TARGET_RATIO)}"
+    )
+    for r in results:
+        print(
+            f"\n{r.mode}: wall {r.wall:.2f} s, p90 {percentile_ms(r.latencies, 90):.1f} ms, "
+            f"max {percentile_ms(r.latencies, 100):.1f} ms; runs succeeded {r.succeeded}, "
+            f"failed {r.failed}"
+        )
+        if r.durable:
+            per_run = r.written / r.accepted if r.accepted else math.nan
+            print(
+                f"  _bulk_docs: {r.writes} writes, {r.written} documents "
+                f"({r.batch:.1f} per write, {per_run:.2f} per run), "
+                f"writer backlog after the last 202 up to {r.backlog_max}"
+            )
+        print(f"  CPU while firing, ms per accepted event: {cpu_line(r.cpu, r.accepted)}")
+        busy = math.fsum(r.cpu.values()) / r.wall if r.wall > 0 else math.nan
+        print(f"    cores busy while firing: {busy:.2f}")
+        print(f"  CPU until settled, ms per event: {cpu_line(r.cpu_total, r.accepted)}")
+        for kind, count in r.errors.most_common(5):
+            print(f"  {count} x {kind}")
+        print(
+            f"  service ready after {r.ready_after:.2f} s, exit status after SIGTERM "
+            f"{r.exit_status}"
+        )
+        for line in r.problems[:5]:
+            print(f"  log: {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.durable", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--events", type=int, default=3000, metavar="N", help="events per mode (default 3000)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        metavar="C",
+        help="concurrent HTTP requests (default 64)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=2, help="processes of the reply worker (default 2)"
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=None,
+        metavar="Q",
+        help="max_queue of the worker (default: --events, at least 1000, so that no request "
+        "meets a full queue)",
+    )
+    parser.add_argument(
+        "--interpreter",
+        default=sys.executable,
+        help="the Python that runs the workers (default: this one)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary instead of a table"
+    )
+    args = parser.parse_args(argv)
+    if min(args.events, args.concurrency, args.processes) < 1:
+        parser.error("--events, --concurrency and --processes must be at least 1")
+    max_queue = args.max_queue if args.max_queue is not None else max(args.events, 1000)
+
+    results: list[Result] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="couchdb-events-bench-") as scratch_dir:
+            scratch = Path(scratch_dir)
+            with EmbeddedCouch() as couch:
+                deploy(couch.url, args.processes, max_queue)
+                couch_pid = pouchdb_pid(couch.port)
+                for durable in (True, False):
+                    results.append(run_mode(args, couch, couch_pid, scratch, durable))
+    except KeyboardInterrupt:
+        print("bench.durable: interrupted; services and PouchDB Server stopped", file=sys.stderr)
+        return 130
+    except (OSError, RuntimeError, urllib.error.URLError) as exc:
+        print(f"bench.durable: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        kept, plain = results
+        accepted = ratio(kept, plain)
+        finished = finished_ratio(kept, plain)
+        summary = {
+            "results": [r.summary() for r in results],
+            "ratio_accepted": round(accepted, 3) if math.isfinite(accepted) else None,
+            "ratio_finished": round(finished, 3) if math.isfinite(finished) else None,
+            "max_queue": max_queue,
+            "targets": {
+                "durable_accepted_per_s": TARGET_RATE,
+                "durable_accepted_per_s_met": kept.rate >= TARGET_RATE,
+                "ratio": round(TARGET_RATIO, 3),
+                "ratio_met": accepted >= TARGET_RATIO,
+            },
+        }
+        print(json.dumps(summary, indent=2))
+    else:
+        print_report(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
