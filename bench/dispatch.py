@@ -233,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         "--processes", type=int, default=2, help="processes of each worker (default 2)"
     )
     parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="store activation records too (default: off, to measure dispatch alone)",
+    )
+    parser.add_argument(
         "--interpreter",
         default=sys.executable,
         help="the Python that runs the workers (default: this one)",
@@ -251,8 +256,16 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(scratch_dir)
             with EmbeddedCouch() as couch:
                 deploy(couch.url, args.processes)
+                # Dispatch alone: activation records are bench.durable's subject.
+                settings = {"durable": "true" if args.durable else "false"}
                 service = Service(
-                    couch.url, scratch, args.interpreter, EVENTS_DB, WORKERS_DB, (REPLY, ONCE)
+                    couch.url,
+                    scratch,
+                    args.interpreter,
+                    EVENTS_DB,
+                    WORKERS_DB,
+                    (REPLY, ONCE),
+                    settings=settings,
                 )
                 try:
                     service.start()

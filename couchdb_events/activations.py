@@ -36,6 +36,7 @@ OPEN_STATES = ("accepted", "running")
 BATCH = 500  # documents per _bulk_docs request
 RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
 MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
+INDEX_DDOC = "couchdb-events"
 
 
 def iso(timestamp: float) -> str:
@@ -110,8 +111,10 @@ class Activations:
         def make() -> None:
             if self.store.create(db):
                 log.info("created activations database %s", db)
-            self.store.index(db, ["state"], "couchdb-events-state")
-            self.store.index(db, ["accepted"], "couchdb-events-accepted")
+            # Both in one design document: every write reads a database's design documents
+            # (validation functions), so fewer is faster.
+            self.store.index(db, ["state"], "state", INDEX_DDOC)
+            self.store.index(db, ["accepted"], "accepted", INDEX_DDOC)
 
         await loop.run_in_executor(None, make)
         self._known_dbs.add(db)

@@ -223,9 +223,10 @@ class Store:
 
         return self._call(f"POST /{db}/_find", query)
 
-    def index(self, db: str, fields: list[str], name: str) -> None:
-        """Make sure a Mango index on ``fields`` exists (idempotent in CouchDB)."""
-        body = {"index": {"fields": fields}, "name": name, "ddoc": name, "type": "json"}
+    def index(self, db: str, fields: list[str], name: str, ddoc: str) -> None:
+        """Make sure a Mango index on ``fields`` exists in design document ``ddoc``
+        (idempotent in CouchDB)."""
+        body = {"index": {"fields": fields}, "name": name, "ddoc": ddoc, "type": "json"}
         self._call(
             f"POST /{db}/_index", lambda: self._db(db).resource.post_json("_index", body=body)
         )
