@@ -30,6 +30,7 @@ from .httpapi import Api
 from .registry import Registry
 from .router import Router
 from .runner import Runner
+from .schedule import Scheduler
 from .store import Store
 from .supervisor import Supervisor, kill_leftovers, worker_environment
 
@@ -77,11 +78,15 @@ class Service:
         self.runs = Runner(self.registry, self.supervisor, self.activations, self.dispatcher)
         self.router = Router(self.dispatcher, self.runs, self, config, self.access)
         self.api = Api(self.router, config.max_body)
+        self.scheduler = Scheduler(
+            self.registry, self.dispatcher, self.runs, self.store, config.events_db
+        )
         self.feeds: list[Feed] = []
         self.last_error = LastError()
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._expirer: asyncio.Task[None] | None = None
+        self._schedules: asyncio.Task[None] | None = None
 
     def _fetch_code(self, spec: WorkerSpec) -> dict[str, bytes]:
         return self.store.attachments(self.config.workers_db, spec.name, spec.rev)
@@ -122,6 +127,7 @@ class Service:
             except StoreError as exc:
                 raise StartupError(f"activation records: {exc}") from None
             self._expirer = asyncio.create_task(self._expire())
+        self._schedules = asyncio.create_task(self.scheduler.run())
         if self.listen:
             await self._listen()
         self._sweeper = asyncio.create_task(self.supervisor.watch())
@@ -217,7 +223,7 @@ class Service:
         following CouchDB. Requests waiting for an answer get theirs (failed) first; runs not
         finished keep their open activation records, for the next start."""
         log.info("stopping")
-        for task in (self._sweeper, self._expirer):
+        for task in (self._schedules, self._sweeper, self._expirer):
             if task is not None:
                 task.cancel()
         self.runs.close()
@@ -283,6 +289,7 @@ class Service:
             "events": events,
             "workers": workers,
             "activations": self._activations_status(),
+            "schedules": self.scheduler.status(),
             "last_error": self.last_error.last,
         }
 
