@@ -108,19 +108,10 @@ class DaemonHost:
 
     def note_tree(self) -> None:
         """Remember every process of the daemon's tree seen so far."""
-        with contextlib.suppress(psutil.Error):
-            parent = psutil.Process(self.proc.pid)
-            self.seen_pids.add(parent.pid)
-            for child in parent.children(recursive=True):
-                self.seen_pids.add(child.pid)
+        note_tree(self.proc.pid, self.seen_pids)
 
     def survivors(self) -> list[int]:
-        alive = []
-        for pid in self.seen_pids:
-            with contextlib.suppress(psutil.Error):
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-        return alive
+        return survivors(self.seen_pids)
 
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None
@@ -145,6 +136,25 @@ class DaemonHost:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def note_tree(pid: int, seen: set[int]) -> None:
+    """Add ``pid`` and all its descendants alive now to ``seen``."""
+    with contextlib.suppress(psutil.Error):
+        parent = psutil.Process(pid)
+        seen.add(parent.pid)
+        for child in parent.children(recursive=True):
+            seen.add(child.pid)
+
+
+def survivors(seen: set[int]) -> list[int]:
+    """The pids of ``seen`` that still run (zombies do not count)."""
+    alive = []
+    for pid in seen:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+    return alive
 
 
 def http(

@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from couchdb_events.embedded import free_port
+from tests.daemon_host import note_tree, survivors
 from tests.docs import put_doc, put_worker
 
 pytestmark = pytest.mark.e2e
@@ -115,19 +115,10 @@ class ExternalHost:
         return "\n".join(self.stderr)
 
     def note_tree(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            parent = psutil.Process(self.proc.pid)
-            self.seen_pids.add(parent.pid)
-            for child in parent.children(recursive=True):
-                self.seen_pids.add(child.pid)
+        note_tree(self.proc.pid, self.seen_pids)
 
     def survivors(self) -> list[int]:
-        alive = []
-        for pid in self.seen_pids:
-            with contextlib.suppress(psutil.Error):
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    alive.append(pid)
-        return alive
+        return survivors(self.seen_pids)
 
     def close_stdin(self) -> None:
         assert self.proc.stdin is not None
