@@ -367,7 +367,9 @@ say "installed: $("$VENV/bin/couchdb-events" --version) ($(show_path "$VENV")/bi
 
 # -- PouchDB Server --------------------------------------------------------------------------
 if ((WITH_POUCHDB)); then
-    if [[ -f "$PROJECT/node_modules/pouchdb-server/bin/pouchdb-server" ]]; then
+    # npm ci also applies tests/pouchdb-patches (CouchDB behaviour PouchDB Server lacks).
+    if [[ -f "$PROJECT/node_modules/pouchdb-server/bin/pouchdb-server" ]] &&
+        grep -q 'req.body.selector' "$PROJECT/node_modules/express-pouchdb/lib/routes/changes.js"; then
         say "PouchDB Server is already installed (node_modules)"
     else
         [[ -f "$PROJECT/package-lock.json" ]] ||
