@@ -17,9 +17,9 @@ or in LivelyCouch's list form (both read into the same ``EventSpec``)::
      "workers": [{"name": "tick", "parameters": {"n": 1}}, {"name": "tick", "parameters": {}}],
      "disabled": false}
 
-A trigger may also be a schedule: ``{"schedule": {"cron": "*/5 * * * *", "timezone":
-"Europe/Berlin"}}`` or ``{"schedule": {"every": 60}}`` (seconds), as the key ``"schedule"`` of the
-object form or an entry ``{"schedule": {...}}`` of the list form; see ``schedule.py``.
+A trigger may also be a schedule, ``{"schedule": {"cron": "*/5 * * * *"}}``, or a database's
+changes, ``{"changes": {"db": "orders", "selector": {"status": "paid"}}}`` (see ``sources.py``),
+as a key of the object form or an entry of its own in the list form; at most one of each.
 
 A trigger path is a pattern (see ``matching.py``): literal segments, ``:name`` segments and an
 optional ``*`` as the last segment. A trigger's ``parameters`` are arguments for every worker of
@@ -39,14 +39,12 @@ import enum
 import math
 import posixpath
 import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from croniter import croniter
-
 from .config import Config
+from .sources import ChangesTrigger, Schedule, parse_changes, parse_schedule
 
 T = TypeVar("T")
 
@@ -89,21 +87,6 @@ class Trigger:
         object.__setattr__(self, "segments", pattern_segments(self.path))
 
 
-CATCH_UP = ("skip", "once", "all")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """When an event fires by itself: every ``every`` seconds, or by a ``cron`` expression read in
-    ``timezone``; ``catch_up`` says what happens to fires missed while no daemon ran."""
-
-    cron: str | None = None
-    every: int | None = None
-    timezone: str = "UTC"
-    catch_up: str = "skip"
-    max_catch_up: int = 10
-
-
 @dataclass(frozen=True)
 class EventSpec:
     id: str
@@ -115,6 +98,7 @@ class EventSpec:
     roles: tuple[str, ...] = ()  # only callers with one of these (or _admin) may fire it
     public: bool = False  # anyone may fire it, even where a valid user is required
     schedule: Schedule | None = None
+    changes: ChangesTrigger | None = None
 
 
 @dataclass(frozen=True)
@@ -176,14 +160,22 @@ def parse_event(doc: Mapping[str, Any]) -> EventSpec:
     if not isinstance(disabled, bool):
         return EventSpec(event_id, rev, error=f"event {event_id!r}: disabled must be true or false")
     try:
-        triggers, schedule = _parse_triggers(doc.get("trigger"))
+        triggers = _parse_triggers(doc.get("trigger"))
         workers = _parse_event_workers(doc.get("workers"))
         roles, public = _parse_access(doc)
     except ValueError as exc:
         # A disabled event stays disabled even while it is broken.
         return EventSpec(event_id, rev, disabled=disabled, error=f"event {event_id!r}: {exc}")
     return EventSpec(
-        event_id, rev, triggers, workers, disabled, roles=roles, public=public, schedule=schedule
+        event_id,
+        rev,
+        triggers.paths,
+        workers,
+        disabled,
+        roles=roles,
+        public=public,
+        schedule=triggers.schedule,
+        changes=triggers.changes,
     )
 
 
@@ -199,76 +191,60 @@ def _parse_access(doc: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
     return tuple(roles), public
 
 
-def _parse_triggers(trigger: Any) -> tuple[tuple[Trigger, ...], Schedule | None]:
+@dataclass(frozen=True)
+class _Triggers:
+    paths: tuple[Trigger, ...] = ()
+    schedule: Schedule | None = None
+    changes: ChangesTrigger | None = None
+
+
+# Trigger kinds that are not paths (paths start with "/"): key -> parser.
+_SOURCES: dict[str, Callable[[Any], Any]] = {"schedule": parse_schedule, "changes": parse_changes}
+_SOURCE_NAMES = {"schedule": "schedule", "changes": "changes trigger"}
+
+
+def _parse_triggers(trigger: Any) -> _Triggers:
     if trigger is None:
-        return (), None
-    out: list[Trigger] = []
-    schedules: list[Schedule] = []
+        return _Triggers()
+    paths: list[Trigger] = []
+    sources: dict[str, list[Any]] = {kind: [] for kind in _SOURCES}
     if isinstance(trigger, dict):  # the seed's form: {"/path": {"method": ...}}
         for path, options in trigger.items():
-            if path == "schedule":  # not a path: paths start with "/"
-                schedules.append(parse_schedule(options))
+            if path in _SOURCES:
+                sources[path].append(_SOURCES[path](options))
                 continue
             if options is not None and not isinstance(options, dict):
                 raise ValueError(f'trigger {path!r} must map to an object like {{"method": "GET"}}')
-            out.append(_trigger(path, options or {}, f"trigger {path!r}"))
+            paths.append(_trigger(path, options or {}, f"trigger {path!r}"))
     elif isinstance(trigger, list):  # LivelyCouch's form: [{"path": ..., "method": ...}]
         for number, entry in enumerate(trigger, 1):
-            where = f"trigger {number}"
-            if not isinstance(entry, dict):
-                raise ValueError(f'{where} must be an object like {{"path": "/send_email"}}')
-            if "schedule" in entry and "path" not in entry:
-                schedules.append(parse_schedule(entry["schedule"]))
-                continue
-            if "path" not in entry:
-                raise ValueError(f'{where} has no "path"')
-            out.append(_trigger(entry["path"], entry, f"{where} ({entry['path']!r})"))
+            _list_entry(f"trigger {number}", entry, paths, sources)
     else:
         raise ValueError(
             '"trigger" must be an object of paths, like {"/send_email": {"method": "GET"}}, '
             'or a list, like [{"path": "/send_email", "method": "GET"}]'
         )
-    if len(schedules) > 1:
-        raise ValueError("an event has at most one schedule")
-    return tuple(out), (schedules[0] if schedules else None)
+    for kind, found in sources.items():
+        if len(found) > 1:
+            raise ValueError(f"an event has at most one {_SOURCE_NAMES[kind]}")
+    schedule, changes = (found[0] if found else None for found in sources.values())
+    return _Triggers(tuple(paths), schedule, changes)
 
 
-def parse_schedule(value: Any) -> Schedule:
-    """A trigger's ``schedule`` object; raises ``ValueError`` saying what is wrong."""
-    if not isinstance(value, dict):
-        raise ValueError('schedule must be an object like {"cron": "*/5 * * * *"} or {"every": 60}')
-    unknown = set(value) - {"cron", "every", "timezone", "catch_up", "max_catch_up"}
-    if unknown:
-        raise ValueError(
-            f"schedule: unknown fields {sorted(unknown)} "
-            "(known: cron, every, timezone, catch_up, max_catch_up)"
-        )
-    cron, every = value.get("cron"), value.get("every")
-    if (cron is None) == (every is None):
-        raise ValueError('schedule needs exactly one of "cron" and "every"')
-    if cron is not None and (not isinstance(cron, str) or not croniter.is_valid(cron)):
-        raise ValueError(f"schedule: invalid cron expression {cron!r}")
-    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-        raise ValueError(
-            f"schedule: every must be a whole number of seconds of at least 1, not {every!r}"
-        )
-    timezone = value.get("timezone", "UTC")
-    try:
-        if not isinstance(timezone, str) or not timezone:
-            raise ValueError
-        zoneinfo.ZoneInfo(timezone)
-    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
-        raise ValueError(f"schedule: unknown timezone {timezone!r}") from None
-    catch_up = value.get("catch_up", "skip")
-    if catch_up not in CATCH_UP:
-        raise ValueError(f"schedule: catch_up must be one of skip, once, all, not {catch_up!r}")
-    return Schedule(
-        cron=cron,
-        every=every,
-        timezone=timezone,
-        catch_up=catch_up,
-        max_catch_up=_int_field(value, "max_catch_up", 10),
-    )
+def _list_entry(
+    where: str, entry: Any, paths: list[Trigger], sources: dict[str, list[Any]]
+) -> None:
+    if not isinstance(entry, dict):
+        raise ValueError(f'{where} must be an object like {{"path": "/send_email"}}')
+    kinds = [kind for kind in _SOURCES if kind in entry]
+    if kinds and "path" not in entry:
+        if len(entry) > 1:
+            raise ValueError(f'{where}: a "{kinds[0]}" trigger is an entry of its own')
+        sources[kinds[0]].append(_SOURCES[kinds[0]](entry[kinds[0]]))
+    elif "path" not in entry:
+        raise ValueError(f'{where} has no "path"')
+    else:
+        paths.append(_trigger(entry["path"], entry, f"{where} ({entry['path']!r})"))
 
 
 def _trigger(path: Any, options: Mapping[str, Any], where: str) -> Trigger:

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 
 from . import logs
-from .documents import EventSpec, Schedule
+from .documents import EventSpec
 from .errors import Conflict, EventsError, HTTPError, NotFound, StoreError
 from .registry import Registry
 from .request import Request
+from .sources import Schedule
 from .store import Store
 
 if TYPE_CHECKING:

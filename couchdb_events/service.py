@@ -20,6 +20,7 @@ from aiohttp import web
 from . import __version__, logs
 from .access import Access
 from .activations import Activations
+from .changes import ChangesTriggers, Context
 from .config import Config
 from .deploy import Deployer
 from .dispatch import Dispatcher
@@ -27,6 +28,7 @@ from .documents import WorkerSpec
 from .errors import EventsError, StoreError, Unauthorized, Unreachable
 from .feed import Feed
 from .httpapi import Api
+from .lease import owner_id
 from .registry import Registry
 from .router import Router
 from .runner import Runner
@@ -81,12 +83,24 @@ class Service:
         self.scheduler = Scheduler(
             self.registry, self.dispatcher, self.runs, self.store, config.events_db
         )
+        self.changes = ChangesTriggers(
+            Context(
+                self.registry,
+                self.dispatcher,
+                self.runs,
+                self.store,
+                self._feed_store,
+                config.events_db,
+                owner_id(config.work_dir),
+            )
+        )
         self.feeds: list[Feed] = []
         self.last_error = LastError()
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._expirer: asyncio.Task[None] | None = None
         self._schedules: asyncio.Task[None] | None = None
+        self._changes: asyncio.Task[None] | None = None
 
     def _fetch_code(self, spec: WorkerSpec) -> dict[str, bytes]:
         return self.store.attachments(self.config.workers_db, spec.name, spec.rev)
@@ -128,6 +142,7 @@ class Service:
                 raise StartupError(f"activation records: {exc}") from None
             self._expirer = asyncio.create_task(self._expire())
         self._schedules = asyncio.create_task(self.scheduler.run())
+        self._changes = asyncio.create_task(self.changes.run())
         if self.listen:
             await self._listen()
         self._sweeper = asyncio.create_task(self.supervisor.watch())
@@ -223,9 +238,10 @@ class Service:
         following CouchDB. Requests waiting for an answer get theirs (failed) first; runs not
         finished keep their open activation records, for the next start."""
         log.info("stopping")
-        for task in (self._schedules, self._sweeper, self._expirer):
+        for task in (self._schedules, self._changes, self._sweeper, self._expirer):
             if task is not None:
                 task.cancel()
+        await self.changes.close()  # each finishes the batch it fires, and checkpoints it
         self.runs.close()
         await self.supervisor.close()
         if self.activations is not None:
@@ -290,6 +306,7 @@ class Service:
             "workers": workers,
             "activations": self._activations_status(),
             "schedules": self.scheduler.status(),
+            "changes": self.changes.status(),
             "last_error": self.last_error.last,
         }
 

@@ -32,6 +32,7 @@ class Changes:
 
     results: list[dict[str, Any]]
     last_seq: Any
+    pending: int | None = None  # changes left after this batch, when CouchDB says (2.0+)
 
 
 @contextmanager
@@ -183,17 +184,57 @@ class Store:
         return out
 
     # -- feeds ----------------------------------------------------------------------------
-    def changes(self, db: str, since: Any, *, longpoll_ms: int = 0, limit: int = 500) -> Changes:
-        """One batch of ``_changes`` with documents. ``longpoll_ms`` > 0 waits for news."""
-        options: dict[str, Any] = {"since": since, "include_docs": True, "limit": limit}
+    def changes(
+        self,
+        db: str,
+        since: Any,
+        *,
+        longpoll_ms: int = 0,
+        limit: int = 500,
+        include_docs: bool = True,
+        selector: Mapping[str, Any] | None = None,
+        filter: str | None = None,
+        query_params: Mapping[str, str] | None = None,
+    ) -> Changes:
+        """One batch of ``_changes``. ``longpoll_ms`` > 0 waits for news. ``selector``: only
+        changes of documents it matches (``POST ?filter=_selector``, CouchDB 2 and later);
+        ``filter``: a design document's filter function ``"ddoc/name"``, given
+        ``query_params``."""
+        options: dict[str, Any] = {"since": since, "limit": limit}
+        if include_docs:
+            options["include_docs"] = True
         if longpoll_ms:
             options.update(feed="longpoll", timeout=longpoll_ms)
+        if selector is not None:
+            options.update(filter="_selector", _selector={"selector": dict(selector)})
+        elif filter is not None:
+            options.update(query_params or {})
+            options["filter"] = filter
 
         def fetch() -> Changes:
             answer = self._db(db).changes(**options)
-            return Changes(list(answer.get("results") or []), answer.get("last_seq", since))
+            if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+                raise ValueError("no results list")
+            pending = answer.get("pending")
+            return Changes(
+                [row for row in answer["results"] if isinstance(row, dict)],
+                answer.get("last_seq", since),
+                pending if isinstance(pending, int) and not isinstance(pending, bool) else None,
+            )
 
-        return self._call(f"GET /{db}/_changes", fetch)
+        verb = "POST" if selector is not None else "GET"
+        return self._call(f"{verb} /{db}/_changes", fetch)
+
+    def update_seq(self, db: str) -> Any:
+        """The database's current update sequence (``GET /{db}``)."""
+
+        def fetch() -> Any:
+            info = self._db(db).info()
+            if not isinstance(info, dict) or "update_seq" not in info:
+                raise ValueError("no update_seq")
+            return info["update_seq"]
+
+        return self._call(f"GET /{db}", fetch)
 
     # -- many documents at once ------------------------------------------------------------
     def bulk_docs(self, db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

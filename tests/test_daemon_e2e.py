@@ -113,7 +113,7 @@ class Daemon:
             if check(body):
                 return body
             if time.monotonic() > deadline:
-                raise AssertionError(f"status never matched: {body}")
+                raise AssertionError(f"status never matched: {body}\nlogs:\n{self.host.log_text()}")
             time.sleep(0.05)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.documents import Schedule, parse_event
+from couchdb_events.documents import parse_event
 from couchdb_events.errors import Conflict, NotFound
 from couchdb_events.schedule import (
     STATE_PREFIX,
@@ -22,6 +22,7 @@ from couchdb_events.schedule import (
     previous_fire,
     start_since,
 )
+from couchdb_events.sources import Schedule
 from couchdb_events.store import Store
 
 

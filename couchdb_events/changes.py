@@ -1,0 +1,457 @@
+"""Changes triggers: an event whose trigger has ``changes`` fires for every change of a database.
+
+Each change that passes the trigger's filter fires the event like ``POST /_events/<event id>``
+from the peer ``changes``, with the change row as the body plus the database's name::
+
+    {"db": "orders", "id": "o17", "seq": ..., "changes": [{"rev": "2-..."}], "doc": {...}}
+
+(``doc`` with ``include_docs``; ``deleted: true`` for a deletion), so that ``":id"`` or
+``":doc"`` can be used in the event's worker arguments.
+
+One ``Follower`` per such event reads the database's ``_changes`` (a batch at a time, then
+long-polling), fires a batch's changes (all at once, so that their activation records share
+group commits), and only when every one of them is accepted moves its checkpoint, kept with a
+lease in a ``_local`` document of the events database (``lease.py``). After a restart it goes
+on from there: no change is missed, and in normal operation none fires twice (a daemon killed
+between accepting and checkpointing fires that batch's accepted changes again: at least
+once). A change whose firing is refused (a full queue, a missing worker) is retried with
+back-off, holding the checkpoint before it. With several daemons on one CouchDB, the one
+holding the lease follows the trigger and the others wait in ``standby``.
+
+``ChangesTriggers`` starts, restarts and stops followers as event documents change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import logs
+from .errors import EventsError, HTTPError, NotFound, StoreError
+from .lease import RENEW, Lease, LeaseLost
+from .registry import Registry
+from .request import Request
+from .sources import ChangesTrigger
+from .store import Changes, Store
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
+    from .runner import Runner
+
+log = logs.get("changes")
+
+T = TypeVar("T")
+
+BATCH = 100  # changes per request, fired together
+LONGPOLL_MS = 25_000
+STANDBY_POLL = 5.0  # seconds between looks at another daemon's lease
+BACKOFF_FIRST = 0.5
+BACKOFF_CAP = 5.0  # CouchDB unreachable, database missing
+FIRE_BACKOFF_CAP = 30.0  # firing refused
+STOP_WAIT = 3.0  # seconds a stopping follower may take to finish its batch
+TICK = 0.5  # seconds between looks at the registry
+
+
+def seq_number(seq: Any) -> int | None:
+    """The count a sequence starts with (``5``, ``"5-g1AAA..."``), for estimating lag only."""
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        return seq
+    if isinstance(seq, str):
+        head = seq.split("-", 1)[0]
+        return int(head) if head.isdigit() else None
+    return None
+
+
+def change_body(db: str, change: dict[str, Any]) -> dict[str, Any]:
+    """What a worker gets as the request body for one change."""
+    return {**change, "db": db}
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` in a daemon thread of its own: a long-poll may outlive the daemon's stop (PouchDB
+    Server ignores the long-poll timeout), and must neither hold an executor thread nor keep the
+    interpreter from exiting."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        result: tuple[bool, Any]
+        try:
+            result = (True, fn())
+        except BaseException as exc:  # handed to the waiting coroutine
+            result = (False, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *result)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=work, name="changes-fetch", daemon=True).start()
+    return await future
+
+
+@dataclass
+class Context:
+    """What every follower uses."""
+
+    registry: Registry
+    dispatcher: Dispatcher
+    runner: Runner
+    store: Store  # state documents (short calls)
+    feed_store: Store  # long-polls: its socket timeout outlasts LONGPOLL_MS
+    events_db: str
+    owner: str
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class Follower:
+    """One event's changes trigger: ``run`` is its loop, ``stop`` ends it after its batch."""
+
+    event_id: str
+    trigger: ChangesTrigger
+    ctx: Context
+    state: str = "starting"  # following, standby, retrying, waiting (CouchDB or database)
+    seq: Any = None  # the checkpoint written: every change up to it is accepted
+    lag: int | None = None
+    fired: int = 0
+    connected: bool = False
+    last_error: str | None = None
+    _next: Any = None  # where to read on: changes up to it are accepted (checkpoint or later)
+    _caught_up: bool = False
+    _db_was_missing: bool = False
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    lease: Lease = field(init=False)
+
+    def __post_init__(self) -> None:
+        ctx = self.ctx
+        self.lease = Lease(
+            ctx.store, ctx.events_db, self.event_id, self.trigger.db, ctx.owner, ctx.clock
+        )
+
+    # -- the loop -----------------------------------------------------------------------
+    async def run(self) -> None:
+        backoff = BACKOFF_FIRST
+        renewer: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if not self.lease.held:
+                        if not await self._acquire():
+                            self.state = "standby"
+                            await self._pause(STANDBY_POLL)
+                            continue
+                        renewer = renewer or asyncio.create_task(self._renew_forever())
+                    if self._next != self.seq:  # accepted, but the checkpoint failed
+                        await self._checkpoint(self._next)
+                    batch = await self._fetch()
+                    if batch is None:
+                        break
+                    self._reached()
+                    backoff = BACKOFF_FIRST
+                    if await self._fire_all(batch):
+                        self._next = batch.last_seq
+                        await self._checkpoint(self._next)
+                        await self._measure(batch)
+                except LeaseLost:
+                    self._lost()
+                except StoreError as exc:
+                    self._failed(exc, backoff)
+                    await self._pause(backoff)
+                    backoff = min(BACKOFF_CAP, backoff * 2)
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+            if self.lease.held:
+                await self._give_back()
+
+    async def stop(self) -> None:
+        """Ends ``run`` once the batch being fired is accepted and checkpointed."""
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    # -- the checkpoint and the lease ---------------------------------------------------
+    async def _acquire(self) -> bool:
+        """Take the lease (True), or see that another daemon holds it (False)."""
+        before = self.lease.holder
+        held, seq = await self.lease.acquire(self._start_seq)
+        self.seq = seq
+        if not held:
+            if self.lease.holder != before:
+                log.info("changes of %s for event %s: followed by %s", self.trigger.db,
+                         self.event_id, self.lease.holder)  # fmt: skip
+            return False
+        self._next = seq
+        self.state = "following"
+        log.info("changes of %s for event %s: following from %s", self.trigger.db,
+                 self.event_id, seq)  # fmt: skip
+        return True
+
+    async def _start_seq(self) -> Any:
+        """Where a trigger without a checkpoint starts: the database's first change, or now."""
+        if self.trigger.since == 0 or self._db_was_missing:
+            return 0
+        try:
+            return await self._call(self.ctx.store.update_seq, self.trigger.db)
+        except NotFound:
+            self._db_was_missing = True  # once created, every change of it is new
+            raise
+
+    async def _checkpoint(self, seq: Any) -> None:
+        await self.lease.save(seq)
+        self.seq = seq
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW / 2)
+            try:
+                await self.lease.renew(self.seq)
+            except LeaseLost:
+                self.state = "standby"  # the loop sees it before firing more
+            except StoreError as exc:
+                log.warning("changes trigger of event %s: cannot renew its lease: %s",
+                            self.event_id, exc)  # fmt: skip
+
+    async def _give_back(self) -> None:
+        try:
+            await self.lease.give_back(self._next)
+            self.seq = self._next
+        except StoreError as exc:
+            log.warning("changes trigger of event %s: cannot give back its lease: %s",
+                        self.event_id, exc)  # fmt: skip
+
+    def _lost(self) -> None:
+        self.state = "standby"
+        log.warning("changes trigger of event %s: another daemon took it over", self.event_id)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    # -- reading and firing ---------------------------------------------------------------
+    async def _fetch(self) -> Changes | None:
+        """The next batch, or None when stopped while waiting for it."""
+        trigger = self.trigger
+        fetch = functools.partial(
+            self.ctx.feed_store.changes,
+            trigger.db,
+            self._next,
+            longpoll_ms=LONGPOLL_MS if self._caught_up and self.connected else 0,
+            limit=BATCH,
+            include_docs=trigger.include_docs,
+            selector=trigger.selector,
+            filter=trigger.filter,
+            query_params=trigger.query_params,
+        )
+        fetching = asyncio.ensure_future(in_thread(fetch))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not fetching.done():  # stopped: the answer, whenever it comes, is dropped
+            fetching.add_done_callback(lambda f: f.cancelled() or f.exception())
+            return None
+        batch = fetching.result()
+        self._caught_up = len(batch.results) < BATCH
+        return batch
+
+    async def _fire_all(self, batch: Changes) -> bool:
+        """Fire every change of the batch; retry the refused ones with back-off. True once all
+        are accepted; False if stopped first (the checkpoint then stays before the first change
+        not accepted)."""
+        changes = batch.results
+        self.lag = len(changes) + (batch.pending or 0)
+        done = [False] * len(changes)
+        delay = BACKOFF_FIRST
+        while True:
+            if not self.lease.held or self.lease.due():
+                await self._checkpoint(self.seq)  # renew before firing: is it still ours?
+            todo = [i for i, ok in enumerate(done) if not ok]
+            errors = await asyncio.gather(*(self._fire(changes[i]) for i in todo))
+            for i, error in zip(todo, errors, strict=True):
+                done[i] = error is None
+            if all(done):
+                return True
+            first = done.index(False)
+            error = next(e for e in errors if e is not None)
+            self.state = "retrying"
+            self.last_error = f"change {changes[first].get('id')!r} not fired: {error}"
+            log.warning("changes trigger of event %s: %s; retrying in %.1f s",
+                        self.event_id, self.last_error, delay)  # fmt: skip
+            if first > 0 and changes[first - 1].get("seq") is not None:
+                self._next = changes[first - 1]["seq"]
+                await self._checkpoint(self._next)
+            if self._stopping.is_set():
+                return False
+            await self._pause(delay)
+            if self._stopping.is_set():
+                return False
+            delay = min(FIRE_BACKOFF_CAP, delay * 2)
+
+    async def _fire(self, change: dict[str, Any]) -> str | None:
+        """Fire the event for one change: None once accepted, or why not."""
+        spec = self.ctx.registry.events.get(self.event_id)
+        if spec is None or spec.disabled or spec.error:
+            return f"event {self.event_id!r} is deleted, disabled or invalid"
+        request = Request(
+            "POST", f"/{self.event_id}", body=change_body(self.trigger.db, change), peer="changes"
+        )
+        try:
+            fired = self.ctx.dispatcher.prepare(request, [spec])
+            await self.ctx.runner.run(fired.runs)
+        except HTTPError as exc:
+            return exc.reason
+        except EventsError as exc:
+            return str(exc)
+        self.fired += 1
+        return None
+
+    async def _measure(self, batch: Changes) -> None:
+        """Lag: changes after the checkpoint, as CouchDB says (``pending``) or as estimated."""
+        if batch.pending is not None:
+            self.lag = batch.pending
+        elif len(batch.results) < BATCH:
+            self.lag = 0
+        else:
+            current = seq_number(await self._call(self.ctx.store.update_seq, self.trigger.db))
+            at = seq_number(batch.last_seq)
+            self.lag = max(0, current - at) if current is not None and at is not None else None
+        if self.state == "retrying":
+            self.last_error = None
+        self.state = "following"
+
+    # -- what went wrong ------------------------------------------------------------------
+    def _reached(self) -> None:
+        if not self.connected and self.last_error:
+            log.warning("changes trigger of event %s: reading %s again, from %s",
+                        self.event_id, self.trigger.db, self.seq)  # fmt: skip
+            self.last_error = None
+        self.connected = True
+        self._db_was_missing = False
+        if self.state == "waiting":
+            self.state = "following"
+
+    def _failed(self, exc: StoreError, backoff: float) -> None:
+        db = self.trigger.db
+        if isinstance(exc, NotFound):
+            if self.trigger.filter:
+                message = f"database {db!r} or its filter {self.trigger.filter!r} does not exist"
+            else:
+                message = f"database {db!r} does not exist"
+            message += f" ({exc})"
+        else:
+            message = str(exc)
+        if self.connected or self.last_error != message:
+            log.warning("changes trigger of event %s: %s; retrying in %.1f s",
+                        self.event_id, message, backoff)  # fmt: skip
+        self.connected = False
+        self.state = "waiting"
+        self.last_error = message
+
+    def status(self) -> dict[str, Any]:
+        trigger = self.trigger
+        return {
+            "db": trigger.db,
+            "filter": "_selector" if trigger.selector is not None else trigger.filter,
+            "state": self.state,
+            "checkpoint": self.seq,
+            "lag": self.lag if self.lease.held else None,
+            "fired": self.fired,
+            "connected": self.connected,
+            "owner": self.lease.holder,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass
+class ChangesTriggers:
+    """Keeps one ``Follower`` running per event with a changes trigger."""
+
+    ctx: Context
+    followers: dict[str, Follower] = field(default_factory=dict)
+    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _stopping: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def _wanted(self) -> dict[str, ChangesTrigger]:
+        return {
+            event_id: spec.changes
+            for event_id, spec in self.ctx.registry.events.items()
+            if spec.changes is not None and not spec.disabled and not spec.error
+        }
+
+    async def run(self) -> None:
+        while True:
+            self.sync()
+            await asyncio.sleep(TICK)
+
+    def sync(self) -> None:
+        """Start, restart and stop followers to match the events now loaded."""
+        wanted = self._wanted()
+        for event_id, follower in list(self.followers.items()):
+            if wanted.get(event_id) != follower.trigger:
+                del self.followers[event_id]
+                task = self._tasks.pop(event_id)
+                self._stopping[event_id] = asyncio.create_task(self._end(follower, task))
+        for event_id, trigger in wanted.items():
+            if event_id in self.followers or event_id in self._stopping:
+                continue  # a follower stopping first gives back the lease and its checkpoint
+            follower = Follower(event_id, trigger, self.ctx)
+            self.followers[event_id] = follower
+            self._tasks[event_id] = asyncio.create_task(self._follow(follower))
+
+    async def _follow(self, follower: Follower) -> None:
+        try:
+            await follower.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # never let one trigger's bug stop the others: start it again
+            log.exception("changes trigger of event %s failed", follower.event_id)
+            self.followers.pop(follower.event_id, None)
+            self._tasks.pop(follower.event_id, None)
+
+    async def _end(self, follower: Follower, task: asyncio.Task[None]) -> None:
+        try:
+            await follower.stop()
+            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task})
+            log.info("changes trigger of event %s stopped", follower.event_id)
+        finally:
+            self._stopping.pop(follower.event_id, None)
+
+    async def close(self) -> None:
+        """Stop every follower (each finishes its batch first, up to ``STOP_WAIT``)."""
+        for event_id, follower in list(self.followers.items()):
+            task = self._tasks.pop(event_id)
+            self._stopping[event_id] = asyncio.create_task(self._end(follower, task))
+        self.followers.clear()
+        if self._stopping:
+            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for event_id, trigger in sorted(self._wanted().items()):
+            follower = self.followers.get(event_id)
+            out[event_id] = (
+                follower.status() if follower else {"db": trigger.db, "state": "starting"}
+            )
+        return out

@@ -1,0 +1,146 @@
+"""A changes trigger's state document: its checkpoint, and the lease that lets one daemon of
+several follow the trigger.
+
+``_local/couchdb-events-changes-<event id>`` in the events database (``_local`` documents are
+not replicated)::
+
+    {"event": "order_paid", "db": "orders", "seq": "42-g1AAA...",
+     "owner": "<host>:<work dir>", "lease_until": 1795912345.6, "updated": "2026-...Z"}
+
+Its ``owner`` follows the trigger until ``lease_until``, renewing it; another daemon takes it
+only once it has run out (or was given back, ``lease_until`` now, at a clean stop). Every write
+goes from the revision last seen, so a conflict means another daemon wrote it first: it holds
+the trigger now (``LeaseLost``). The owner names a host and work directory, so a daemon
+restarted in the same place does not wait for its own old lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import Conflict, NotFound
+from .schedule import iso
+from .store import Store
+
+T = TypeVar("T")
+
+STATE_PREFIX = "_local/couchdb-events-changes-"
+LEASE = 30.0  # seconds a lease lasts without renewing
+RENEW = 10.0  # seconds between renewals
+
+
+class LeaseLost(Exception):
+    """Another daemon wrote the state document: it follows the trigger now."""
+
+
+def owner_id(work_dir: Path) -> str:
+    """Who holds a lease: the same after a restart of a daemon, different for two daemons."""
+    return f"{socket.gethostname()}:{work_dir}"
+
+
+@dataclass
+class Lease:
+    store: Store
+    events_db: str
+    event_id: str
+    db: str  # the watched database: a checkpoint of another database does not count
+    owner: str
+    clock: Callable[[], float]
+    held: bool = False
+    holder: str | None = None  # the owner, as last seen
+    until: float = 0.0
+    written: float = 0.0  # when this daemon last wrote it
+    _rev: str | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def doc_id(self) -> str:
+        return STATE_PREFIX + self.event_id
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    async def _read(self) -> dict[str, Any] | None:
+        try:
+            doc = await self._call(self.store.get, self.events_db, self.doc_id)
+        except NotFound:
+            self._rev = None
+            return None
+        self._rev = str(doc.get("_rev"))
+        return doc
+
+    async def _write(self, seq: Any, lease: float) -> None:
+        """From the revision last seen; raises ``Conflict`` if another daemon wrote first."""
+        now = self.clock()
+        doc: dict[str, Any] = {
+            "_id": self.doc_id,
+            "event": self.event_id,
+            "db": self.db,
+            "seq": seq,
+            "owner": self.owner,
+            "lease_until": now + lease,
+            "updated": iso(now),
+        }
+        if self._rev is not None:
+            doc["_rev"] = self._rev
+        self._rev = await self._call(self.store.put, self.events_db, doc)
+        self.until, self.written = now + lease, now
+
+    async def acquire(self, start: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
+        """Take the lease: ``(True, checkpoint)``, the checkpoint being ``await start()`` when
+        there is none for this database; or ``(False, checkpoint or None)`` when another
+        daemon holds it."""
+        while True:
+            doc = await self._read()
+            seq = doc["seq"] if doc and doc.get("db") == self.db and "seq" in doc else None
+            owner, until = (doc.get("owner"), doc.get("lease_until")) if doc else (None, None)
+            if (
+                owner not in (None, self.owner)
+                and isinstance(until, (int, float))
+                and until > self.clock()
+            ):
+                self.holder, self.held = str(owner), False
+                return False, seq
+            if seq is None:
+                seq = await start()
+            async with self._lock:
+                try:
+                    await self._write(seq, LEASE)
+                except Conflict:
+                    continue
+            self.holder, self.held = self.owner, True
+            return True, seq
+
+    async def save(self, seq: Any) -> None:
+        """Move the checkpoint (and renew the lease); ``LeaseLost`` if it is not ours."""
+        async with self._lock:
+            if not self.held:
+                raise LeaseLost
+            try:
+                await self._write(seq, LEASE)
+            except Conflict:
+                self.held = False
+                raise LeaseLost from None
+
+    def due(self) -> bool:
+        """Whether the lease needs renewing before more changes are fired."""
+        return self.clock() > self.until - RENEW
+
+    async def renew(self, seq: Any) -> None:
+        """Renew if not written for ``RENEW`` seconds; ``LeaseLost`` if it is not ours."""
+        if self.held and self.clock() - self.written >= RENEW:
+            await self.save(seq)
+
+    async def give_back(self, seq: Any) -> None:
+        """At a stop: the checkpoint stays, the lease ends now."""
+        async with self._lock:
+            if self.held:
+                self.held = False
+                await self._write(seq, 0.0)
