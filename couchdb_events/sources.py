@@ -121,9 +121,7 @@ def parse_changes(value: Any) -> ChangesTrigger:
     if selector is not None and filter_name is not None:
         raise ValueError('changes: give a "selector" or a "filter", not both')
     if selector is not None and not isinstance(selector, dict):
-        raise ValueError(
-            'changes: "selector" must be a Mango selector object, like {"type": "order"}'
-        )
+        raise ValueError('changes: "selector" must be a Mango selector, like {"type": "order"}')
     if filter_name is not None and (
         not isinstance(filter_name, str) or not _FILTER_NAME.match(filter_name)
     ):

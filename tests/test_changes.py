@@ -1,0 +1,337 @@
+"""Changes triggers with a fake store, dispatcher and runner: the checkpoint moves only past
+accepted changes, refusals are retried, a missing database or filter is a clear error, and the
+lease decides which daemon follows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from couchdb_events import changes as changes_module
+from couchdb_events.changes import ChangesTriggers, Context, Follower, change_body, seq_number
+from couchdb_events.documents import parse_event
+from couchdb_events.errors import Conflict, HTTPError, NotFound
+from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost
+from couchdb_events.sources import ChangesTrigger
+from couchdb_events.store import Changes
+
+EVENTS = "events"
+
+
+class FakeStore:
+    """Documents of the events database with revisions; a scripted changes feed."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.batches: list[Changes | Exception] = []
+        self.asked: list[Any] = []
+        self.update = 7
+        self.idle = threading.Event()  # set to let a waiting "long-poll" return empty
+
+    def get(self, db: str, doc_id: str) -> dict[str, Any]:
+        if doc_id not in self.docs:
+            raise NotFound(f"GET /{db}/{doc_id}: not found (not_found: missing)")
+        return dict(self.docs[doc_id])
+
+    def put(self, db: str, doc: dict[str, Any]) -> str:
+        current = self.docs.get(doc["_id"])
+        if (current or {}).get("_rev") != doc.get("_rev"):
+            raise Conflict(f"PUT /{db}/{doc['_id']}: conflict")
+        number = int(str((current or {}).get("_rev", "0-0")).split("-")[1]) + 1
+        self.docs[doc["_id"]] = {**doc, "_rev": f"0-{number}"}
+        return f"0-{number}"
+
+    def update_seq(self, db: str) -> Any:
+        if self.update is None:
+            raise NotFound(f"GET /{db}: not found (not_found: Database does not exist.)")
+        return self.update
+
+    def changes(self, db: str, since: Any, **options: Any) -> Changes:
+        self.asked.append((since, options))
+        if self.batches:
+            batch = self.batches.pop(0)
+            if isinstance(batch, Exception):
+                raise batch
+            return batch
+        self.idle.wait(5)
+        return Changes([], since)
+
+
+def row(doc_id: str, seq: int) -> dict[str, Any]:
+    return {"id": doc_id, "seq": seq, "changes": [{"rev": "1-a"}]}
+
+
+@dataclass
+class FakeFired:
+    runs: list[Any]
+
+
+@dataclass
+class FakeDispatch:
+    """Records what fires; refuses the ids in ``refuse`` (each once per entry)."""
+
+    refuse: list[str] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
+
+    def prepare(self, request: Any, events: list[Any]) -> FakeFired:
+        assert request.peer == "changes" and request.path == "/on_order"
+        return FakeFired([request.body])
+
+    async def run(self, runs: list[Any]) -> None:
+        doc_id = runs[0]["id"]
+        if doc_id in self.refuse:
+            self.refuse.remove(doc_id)
+            raise HTTPError(503, "queue_full", "worker 'record' has 1000 messages waiting")
+        self.fired.append(doc_id)
+
+
+class FakeRegistry:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.events = {doc["_id"]: parse_event({"_rev": "1-a", **doc})}
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changes_module, "BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(changes_module, "STANDBY_POLL", 0.02)
+    monkeypatch.setattr(changes_module, "TICK", 0.01)
+
+
+TRIGGER = {"db": "orders", "selector": {"status": "paid"}}
+
+
+def context(
+    store: FakeStore,
+    dispatch: FakeDispatch,
+    owner: str = "me",
+    clock: Callable[[], float] = lambda: 1000.0,
+    trigger: dict[str, Any] | None = None,
+) -> Context:
+    registry = FakeRegistry(
+        {"_id": "on_order", "trigger": {"changes": trigger or TRIGGER}, "workers": {"w": {}}}
+    )
+    return Context(
+        registry,  # type: ignore[arg-type]
+        dispatch,  # type: ignore[arg-type]
+        dispatch,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        EVENTS,
+        owner,
+        clock,
+    )
+
+
+async def until(check: Callable[[], Any], timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+def state_doc(store: FakeStore) -> dict[str, Any]:
+    return store.docs[STATE_PREFIX + "on_order"]
+
+
+def test_the_checkpoint_waits_for_refused_changes_and_none_fires_twice() -> None:
+    async def main() -> None:
+        store, dispatch = FakeStore(), FakeDispatch(refuse=["b"])
+        store.batches = [Changes([row("a", 8), row("b", 9), row("c", 10)], 11)]
+        follower = Follower("on_order", ChangesTrigger(**TRIGGER), context(store, dispatch))
+        task = asyncio.create_task(follower.run())
+        await until(lambda: follower.state == "retrying")
+        assert follower.last_error == (
+            "change 'b' not fired: worker 'record' has 1000 messages waiting"
+        )
+        await until(lambda: follower.seq == 11)
+        assert dispatch.fired == ["a", "c", "b"]  # b once accepted; a and c not again
+        assert state_doc(store)["seq"] == 11 and follower.state == "following"
+        assert follower.last_error is None and follower.lag == 0
+        # It started at the database's update sequence (no checkpoint yet, since "now").
+        assert store.asked[0][0] == 7
+        assert store.asked[0][1]["selector"] == {"status": "paid"}
+        await follower.stop()
+        store.idle.set()
+        await asyncio.wait_for(task, 3)
+        assert state_doc(store)["lease_until"] == 1000.0  # given back
+
+    asyncio.run(main())
+
+
+def test_stopped_while_retrying_keeps_the_checkpoint_before_the_refused_change() -> None:
+    async def main() -> None:
+        store, dispatch = FakeStore(), FakeDispatch(refuse=["b"] * 100)
+        store.batches = [Changes([row("a", 8), row("b", 9), row("c", 10)], 11)]
+        follower = Follower("on_order", ChangesTrigger(**TRIGGER), context(store, dispatch))
+        task = asyncio.create_task(follower.run())
+        await until(lambda: follower.state == "retrying")
+        await follower.stop()
+        await asyncio.wait_for(task, 3)
+        assert state_doc(store)["seq"] == 8  # a is accepted; b (and c after it) are not yet
+
+    asyncio.run(main())
+
+
+def test_a_missing_filter_or_database_is_a_clear_error_retried() -> None:
+    async def main() -> None:
+        store, dispatch = FakeStore(), FakeDispatch()
+        missing = NotFound("GET /orders/_changes: not found (not_found: missing json key: paid)")
+        store.batches = [missing, missing, Changes([row("a", 8)], 8)]
+        trigger = {"db": "orders", "filter": "shop/paid", "query_params": {"min": "1"}}
+        ctx = context(store, dispatch, trigger=trigger)
+        follower = Follower("on_order", ChangesTrigger(**trigger), ctx)
+        task = asyncio.create_task(follower.run())
+        await until(lambda: follower.state == "waiting")
+        assert follower.last_error == (
+            "database 'orders' or its filter 'shop/paid' does not exist "
+            "(GET /orders/_changes: not found (not_found: missing json key: paid))"
+        )
+        assert follower.status()["connected"] is False
+        await until(lambda: dispatch.fired == ["a"])
+        assert follower.last_error is None
+        options = store.asked[0][1]
+        assert options["filter"] == "shop/paid" and options["query_params"] == {"min": "1"}
+        await follower.stop()
+        store.idle.set()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+
+
+def test_a_database_that_appears_later_is_read_from_its_first_change() -> None:
+    async def main() -> None:
+        store, dispatch = FakeStore(), FakeDispatch()
+        store.update = None  # type: ignore[assignment]
+        follower = Follower("on_order", ChangesTrigger(**TRIGGER), context(store, dispatch))
+        task = asyncio.create_task(follower.run())
+        await until(lambda: follower.state == "waiting")
+        assert follower.last_error is not None
+        assert follower.last_error.startswith("database 'orders' does not exist")
+        store.update = 3
+        await until(lambda: store.asked)
+        assert store.asked[0][0] == 0
+        await follower.stop()
+        store.idle.set()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+
+
+def test_another_daemons_lease_means_standby_until_it_runs_out() -> None:
+    async def main() -> None:
+        now = [1000.0]
+        store, dispatch = FakeStore(), FakeDispatch()
+        store.docs[STATE_PREFIX + "on_order"] = {
+            "_id": STATE_PREFIX + "on_order",
+            "_rev": "0-1",
+            "db": "orders",
+            "seq": 5,
+            "owner": "other",
+            "lease_until": 1020.0,
+        }
+        ctx = context(store, dispatch, clock=lambda: now[0])
+        follower = Follower("on_order", ChangesTrigger(**TRIGGER), ctx)
+        task = asyncio.create_task(follower.run())
+        await until(lambda: follower.state == "standby")
+        assert follower.status()["owner"] == "other" and follower.seq == 5
+        assert store.asked == []
+        now[0] = 1021.0  # the other daemon stopped renewing
+        await until(lambda: follower.state == "following")
+        assert state_doc(store)["owner"] == "me"
+        await until(lambda: store.asked)
+        assert store.asked[0][0] == 5  # its checkpoint, not "now"
+        await follower.stop()
+        store.idle.set()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+
+
+def test_a_lease_written_by_another_daemon_is_lost() -> None:
+    async def main() -> None:
+        store = FakeStore()
+        lease = Lease(store, EVENTS, "on_order", "orders", "me", lambda: 1000.0)  # type: ignore[arg-type]
+
+        async def start() -> int:
+            return 7
+
+        assert await lease.acquire(start) == (True, 7)
+        await lease.save(9)
+        doc = state_doc(store)
+        store.put(EVENTS, {**doc, "owner": "other", "lease_until": 2000.0})
+        with pytest.raises(LeaseLost):
+            await lease.save(10)
+        assert not lease.held
+        assert await lease.acquire(start) == (False, 9)
+        assert lease.holder == "other"
+
+    asyncio.run(main())
+
+
+def test_a_checkpoint_of_another_database_does_not_count() -> None:
+    async def main() -> None:
+        store = FakeStore()
+        store.docs[STATE_PREFIX + "on_order"] = {
+            "_id": STATE_PREFIX + "on_order",
+            "_rev": "0-1",
+            "db": "invoices",
+            "seq": 99,
+            "owner": "me",
+            "lease_until": 0,
+        }
+        lease = Lease(store, EVENTS, "on_order", "orders", "me", lambda: 1000.0)  # type: ignore[arg-type]
+
+        async def start() -> int:
+            return 3
+
+        assert await lease.acquire(start) == (True, 3)
+
+    asyncio.run(main())
+
+
+def test_the_manager_starts_restarts_and_stops_followers() -> None:
+    async def main() -> None:
+        store, dispatch = FakeStore(), FakeDispatch()
+        ctx = context(store, dispatch)
+        manager = ChangesTriggers(ctx)
+        manager.sync()
+        assert list(manager.followers) == ["on_order"]
+        await until(lambda: manager.followers["on_order"].state == "following")
+        first = manager.followers["on_order"]
+        registry: Any = ctx.registry
+        registry.events["on_order"] = parse_event(
+            {
+                "_id": "on_order",
+                "_rev": "2-b",
+                "trigger": {"changes": {"db": "orders"}},
+                "workers": {"w": {}},
+            }
+        )
+        manager.sync()
+        assert "on_order" not in manager.followers  # the old one stops first
+        store.idle.set()
+        await until(lambda: (manager.sync(), "on_order" in manager.followers)[1])
+        assert manager.followers["on_order"] is not first
+        assert manager.status()["on_order"]["filter"] is None
+        registry.events.clear()
+        manager.sync()
+        assert manager.status() == {}
+        await manager.close()
+
+    asyncio.run(main())
+
+
+def test_seq_numbers_and_the_body() -> None:
+    assert seq_number(12) == 12
+    assert seq_number("34-g1AAAAB") == 34
+    assert seq_number("now") is None
+    assert seq_number(None) is None
+    assert seq_number(True) is None
+    change = {"id": "o1", "seq": 3, "changes": [{"rev": "1-a"}], "doc": {"_id": "o1"}}
+    assert change_body("orders", change) == {**change, "db": "orders"}
