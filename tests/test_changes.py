@@ -17,7 +17,7 @@ from couchdb_events.changes import ChangesTriggers, Context, Follower, change_bo
 from couchdb_events.documents import parse_event
 from couchdb_events.errors import Conflict, HTTPError, NotFound
 from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost
-from couchdb_events.sources import ChangesTrigger
+from couchdb_events.sources import parse_changes
 from couchdb_events.store import Changes
 
 EVENTS = "events"
@@ -102,7 +102,7 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(changes_module, "TICK", 0.01)
 
 
-TRIGGER = {"db": "orders", "selector": {"status": "paid"}}
+TRIGGER: dict[str, Any] = {"db": "orders", "selector": {"status": "paid"}}
 
 
 def context(
@@ -143,7 +143,7 @@ def test_the_checkpoint_waits_for_refused_changes_and_none_fires_twice() -> None
     async def main() -> None:
         store, dispatch = FakeStore(), FakeDispatch(refuse=["b"])
         store.batches = [Changes([row("a", 8), row("b", 9), row("c", 10)], 11)]
-        follower = Follower("on_order", ChangesTrigger(**TRIGGER), context(store, dispatch))
+        follower = Follower("on_order", parse_changes(TRIGGER), context(store, dispatch))
         task = asyncio.create_task(follower.run())
         await until(lambda: follower.state == "retrying")
         assert follower.last_error == (
@@ -168,7 +168,7 @@ def test_stopped_while_retrying_keeps_the_checkpoint_before_the_refused_change()
     async def main() -> None:
         store, dispatch = FakeStore(), FakeDispatch(refuse=["b"] * 100)
         store.batches = [Changes([row("a", 8), row("b", 9), row("c", 10)], 11)]
-        follower = Follower("on_order", ChangesTrigger(**TRIGGER), context(store, dispatch))
+        follower = Follower("on_order", parse_changes(TRIGGER), context(store, dispatch))
         task = asyncio.create_task(follower.run())
         await until(lambda: follower.state == "retrying")
         await follower.stop()
@@ -185,7 +185,7 @@ def test_a_missing_filter_or_database_is_a_clear_error_retried() -> None:
         store.batches = [missing, missing, Changes([row("a", 8)], 8)]
         trigger = {"db": "orders", "filter": "shop/paid", "query_params": {"min": "1"}}
         ctx = context(store, dispatch, trigger=trigger)
-        follower = Follower("on_order", ChangesTrigger(**trigger), ctx)
+        follower = Follower("on_order", parse_changes(trigger), ctx)
         task = asyncio.create_task(follower.run())
         await until(lambda: follower.state == "waiting")
         assert follower.last_error == (
@@ -208,7 +208,7 @@ def test_a_database_that_appears_later_is_read_from_its_first_change() -> None:
     async def main() -> None:
         store, dispatch = FakeStore(), FakeDispatch()
         store.update = None  # type: ignore[assignment]
-        follower = Follower("on_order", ChangesTrigger(**TRIGGER), context(store, dispatch))
+        follower = Follower("on_order", parse_changes(TRIGGER), context(store, dispatch))
         task = asyncio.create_task(follower.run())
         await until(lambda: follower.state == "waiting")
         assert follower.last_error is not None
@@ -236,7 +236,7 @@ def test_another_daemons_lease_means_standby_until_it_runs_out() -> None:
             "lease_until": 1020.0,
         }
         ctx = context(store, dispatch, clock=lambda: now[0])
-        follower = Follower("on_order", ChangesTrigger(**TRIGGER), ctx)
+        follower = Follower("on_order", parse_changes(TRIGGER), ctx)
         task = asyncio.create_task(follower.run())
         await until(lambda: follower.state == "standby")
         assert follower.status()["owner"] == "other" and follower.seq == 5
@@ -316,7 +316,12 @@ def test_the_manager_starts_restarts_and_stops_followers() -> None:
         manager.sync()
         assert "on_order" not in manager.followers  # the old one stops first
         store.idle.set()
-        await until(lambda: (manager.sync(), "on_order" in manager.followers)[1])
+
+        def restarted() -> bool:
+            manager.sync()
+            return "on_order" in manager.followers
+
+        await until(restarted)
         assert manager.followers["on_order"] is not first
         assert manager.status()["on_order"]["filter"] is None
         registry.events.clear()
