@@ -18,7 +18,8 @@ once). A change whose firing is refused (a full queue, a missing worker) is retr
 back-off, holding the checkpoint before it. With several daemons on one CouchDB, the one
 holding the lease follows the trigger and the others wait in ``standby``.
 
-``ChangesTriggers`` starts, restarts and stops followers as event documents change.
+``ChangesTriggers`` (``followers.py``) starts, restarts and stops followers as event documents
+change.
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ STANDBY_POLL = 5.0  # seconds between looks at another daemon's lease
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 5.0  # CouchDB unreachable, database missing
 FIRE_BACKOFF_CAP = 30.0  # firing refused
-STOP_WAIT = 3.0  # seconds a stopping follower may take to finish its batch
-TICK = 0.5  # seconds between looks at the registry
 
 
 def seq_number(seq: Any) -> int | None:
@@ -379,79 +378,3 @@ class Follower:
             "owner": self.lease.holder,
             "last_error": self.last_error,
         }
-
-
-@dataclass
-class ChangesTriggers:
-    """Keeps one ``Follower`` running per event with a changes trigger."""
-
-    ctx: Context
-    followers: dict[str, Follower] = field(default_factory=dict)
-    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    _stopping: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-
-    def _wanted(self) -> dict[str, ChangesTrigger]:
-        return {
-            event_id: spec.changes
-            for event_id, spec in self.ctx.registry.events.items()
-            if spec.changes is not None and not spec.disabled and not spec.error
-        }
-
-    async def run(self) -> None:
-        while True:
-            self.sync()
-            await asyncio.sleep(TICK)
-
-    def sync(self) -> None:
-        """Start, restart and stop followers to match the events now loaded."""
-        wanted = self._wanted()
-        for event_id, follower in list(self.followers.items()):
-            if wanted.get(event_id) != follower.trigger:
-                del self.followers[event_id]
-                task = self._tasks.pop(event_id)
-                self._stopping[event_id] = asyncio.create_task(self._end(follower, task))
-        for event_id, trigger in wanted.items():
-            if event_id in self.followers or event_id in self._stopping:
-                continue  # a follower stopping first gives back the lease and its checkpoint
-            follower = Follower(event_id, trigger, self.ctx)
-            self.followers[event_id] = follower
-            self._tasks[event_id] = asyncio.create_task(self._follow(follower))
-
-    async def _follow(self, follower: Follower) -> None:
-        try:
-            await follower.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never let one trigger's bug stop the others: start it again
-            log.exception("changes trigger of event %s failed", follower.event_id)
-            self.followers.pop(follower.event_id, None)
-            self._tasks.pop(follower.event_id, None)
-
-    async def _end(self, follower: Follower, task: asyncio.Task[None]) -> None:
-        try:
-            await follower.stop()
-            done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
-            if not done:
-                task.cancel()
-                await asyncio.wait({task})
-            log.info("changes trigger of event %s stopped", follower.event_id)
-        finally:
-            self._stopping.pop(follower.event_id, None)
-
-    async def close(self) -> None:
-        """Stop every follower (each finishes its batch first, up to ``STOP_WAIT``)."""
-        for event_id, follower in list(self.followers.items()):
-            task = self._tasks.pop(event_id)
-            self._stopping[event_id] = asyncio.create_task(self._end(follower, task))
-        self.followers.clear()
-        if self._stopping:
-            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
-
-    def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for event_id, trigger in sorted(self._wanted().items()):
-            follower = self.followers.get(event_id)
-            out[event_id] = (
-                follower.status() if follower else {"db": trigger.db, "state": "starting"}
-            )
-        return out

@@ -20,13 +20,14 @@ from aiohttp import web
 from . import __version__, logs
 from .access import Access
 from .activations import Activations
-from .changes import ChangesTriggers, Context
+from .changes import Context
 from .config import Config
 from .deploy import Deployer
 from .dispatch import Dispatcher
 from .documents import WorkerSpec
 from .errors import EventsError, StoreError, Unauthorized, Unreachable
 from .feed import Feed
+from .followers import ChangesTriggers
 from .httpapi import Api
 from .lease import owner_id
 from .registry import Registry

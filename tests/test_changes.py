@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from couchdb_events import changes as changes_module
-from couchdb_events.changes import ChangesTriggers, Context, Follower, change_body, seq_number
+from couchdb_events import followers
+from couchdb_events.changes import Context, Follower, change_body, seq_number
 from couchdb_events.documents import parse_event
 from couchdb_events.errors import Conflict, HTTPError, NotFound
+from couchdb_events.followers import ChangesTriggers
 from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost
 from couchdb_events.sources import parse_changes
 from couchdb_events.store import Changes
@@ -99,7 +101,7 @@ class FakeRegistry:
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(changes_module, "BACKOFF_FIRST", 0.01)
     monkeypatch.setattr(changes_module, "STANDBY_POLL", 0.02)
-    monkeypatch.setattr(changes_module, "TICK", 0.01)
+    monkeypatch.setattr(followers, "TICK", 0.01)
 
 
 TRIGGER: dict[str, Any] = {"db": "orders", "selector": {"status": "paid"}}
