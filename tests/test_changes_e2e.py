@@ -4,6 +4,7 @@ missing database is an error in status until it exists; two daemons fire each ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.parse
@@ -231,3 +232,40 @@ def test_two_daemons_fire_each_change_once(
     time.sleep(0.5)
     assert len(changed_ids(one.work_dir, two.work_dir)) == 11
     stop_and_check(other)
+
+
+def test_couchdb_going_away_and_coming_back(
+    start_daemon: StartDaemon,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from couchdb_events.embedded import EmbeddedCouch
+
+    data = tmp_path / "couch-data"
+    couch = EmbeddedCouch(data_dir=data).start()
+    try:
+        url = couch.url
+        for db in ("ev", "wk", "orders"):
+            assert http_json("PUT", url + db)[0] == 201
+        daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
+        daemon = dataclasses.replace(daemon, couch_url=url)  # documents go to this server
+        setup_trigger(daemon, "orders")
+        daemon.wait_loaded("on_order")
+        wait_following(daemon)
+        put_orders(daemon, "orders", ("before", "new"))
+        wait_for(lambda: changed_ids(daemon.work_dir) == ["before"])
+
+        couch.stop()
+        gone = daemon.wait_status(
+            lambda s: s["changes"]["on_order"]["state"] == "waiting", timeout=40
+        )
+        assert gone["changes"]["on_order"]["connected"] is False
+        assert gone["changes"]["on_order"]["last_error"]
+
+        couch = EmbeddedCouch(data_dir=data, port=couch.port).start()
+        daemon.wait_status(lambda s: s["changes"]["on_order"]["connected"], timeout=40)
+        put_orders(daemon, "orders", ("after", "new"))
+        wait_for(lambda: changed_ids(daemon.work_dir) == ["before", "after"], timeout=15)
+        assert "reading orders again" in daemon.host.log_text()
+        stop_and_check(daemon)
+    finally:
+        couch.stop()
