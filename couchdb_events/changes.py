@@ -221,7 +221,7 @@ class Follower:
         while True:
             await asyncio.sleep(RENEW / 2)
             try:
-                await self.lease.renew(self.seq)
+                await self.lease.renew()
             except LeaseLost:
                 self.state = "standby"  # the loop sees it before firing more
             except StoreError as exc:

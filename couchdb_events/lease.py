@@ -53,6 +53,7 @@ class Lease:
     owner: str
     clock: Callable[[], float]
     held: bool = False
+    seq: Any = None  # the checkpoint last written by this daemon
     holder: str | None = None  # the owner, as last seen
     until: float = 0.0
     written: float = 0.0  # when this daemon last wrote it
@@ -91,7 +92,7 @@ class Lease:
         if self._rev is not None:
             doc["_rev"] = self._rev
         self._rev = await self._call(self.store.put, self.events_db, doc)
-        self.until, self.written = now + lease, now
+        self.until, self.written, self.seq = now + lease, now, seq
 
     async def acquire(self, start: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         """Take the lease: ``(True, checkpoint)``, the checkpoint being ``await start()`` when
@@ -133,10 +134,17 @@ class Lease:
         """Whether the lease needs renewing before more changes are fired."""
         return self.clock() > self.until - RENEW
 
-    async def renew(self, seq: Any) -> None:
-        """Renew if not written for ``RENEW`` seconds; ``LeaseLost`` if it is not ours."""
-        if self.held and self.clock() - self.written >= RENEW:
-            await self.save(seq)
+    async def renew(self) -> None:
+        """Renew if not written for ``RENEW`` seconds, with the checkpoint last written;
+        ``LeaseLost`` if it is not ours."""
+        async with self._lock:
+            if not self.held or self.clock() - self.written < RENEW:
+                return
+            try:
+                await self._write(self.seq, LEASE)
+            except Conflict:
+                self.held = False
+                raise LeaseLost from None
 
     async def give_back(self, seq: Any) -> None:
         """At a stop: the checkpoint stays, the lease ends now."""

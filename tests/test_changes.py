@@ -342,3 +342,30 @@ def test_seq_numbers_and_the_body() -> None:
     assert seq_number(True) is None
     change = {"id": "o1", "seq": 3, "changes": [{"rev": "1-a"}], "doc": {"_id": "o1"}}
     assert change_body("orders", change) == {**change, "db": "orders"}
+
+
+def test_renewing_keeps_the_checkpoint_and_extends_the_lease() -> None:
+    async def main() -> None:
+        now = [1000.0]
+        store = FakeStore()
+        lease = Lease(store, EVENTS, "on_order", "orders", "me", lambda: now[0])  # type: ignore[arg-type]
+
+        async def start() -> int:
+            return 7
+
+        await lease.acquire(start)
+        await lease.save(12)
+        now[0] = 1005.0
+        await lease.renew()  # written 5 s ago: not yet
+        assert state_doc(store)["lease_until"] == 1030.0
+        now[0] = 1011.0
+        assert lease.due()
+        await lease.renew()
+        assert state_doc(store)["lease_until"] == 1041.0 and state_doc(store)["seq"] == 12
+        store.put(EVENTS, {**state_doc(store), "owner": "other"})
+        now[0] = 1022.0
+        with pytest.raises(LeaseLost):
+            await lease.renew()
+        assert not lease.held
+
+    asyncio.run(main())
