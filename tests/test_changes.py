@@ -359,9 +359,11 @@ def test_renewing_keeps_the_checkpoint_and_extends_the_lease() -> None:
         await lease.renew()  # written 5 s ago: not yet
         assert state_doc(store)["lease_until"] == 1030.0
         now[0] = 1011.0
-        assert lease.due()
+        assert not lease.due()
         await lease.renew()
         assert state_doc(store)["lease_until"] == 1041.0 and state_doc(store)["seq"] == 12
+        now[0] = 1032.0
+        assert lease.due()  # fire no more before renewing
         store.put(EVENTS, {**state_doc(store), "owner": "other"})
         now[0] = 1022.0
         with pytest.raises(LeaseLost):
