@@ -269,3 +269,29 @@ def test_couchdb_going_away_and_coming_back(
         stop_and_check(daemon)
     finally:
         couch.stop()
+
+
+def test_a_design_document_filter_with_query_params(
+    start_daemon: StartDaemon,  # noqa: F811
+    fresh_db: Any,
+) -> None:
+    daemon = start_daemon()
+    orders = fresh_db("orders")
+    put_doc(
+        daemon.couch_url,
+        orders,
+        {
+            "_id": "_design/shop",
+            "filters": {"big": "function (doc, req) { return doc.total >= +req.query.min; }"},
+        },
+    )
+    setup_trigger(daemon, orders, filter="shop/big", query_params={"min": "100"})
+    daemon.wait_loaded("on_order")
+    wait_following(daemon)
+    for doc_id, total in (("small", 5), ("large", 250), ("exact", 100)):
+        put_doc(daemon.couch_url, orders, {"_id": doc_id, "total": total})
+    wait_for(lambda: len(runs(daemon.work_dir)) >= 2)
+    time.sleep(0.5)
+    assert changed_ids(daemon.work_dir) == ["large", "exact"]
+    assert daemon.status()["changes"]["on_order"]["filter"] == "shop/big"
+    stop_and_check(daemon)
