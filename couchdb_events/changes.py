@@ -289,14 +289,18 @@ class Follower:
                 done[i] = error is None
             if all(done):
                 return True
+            progress = any(error is None for error in errors)
+            delay = BACKOFF_FIRST if progress else delay  # a queue draining: soon again
             first = done.index(False)
             error = next(e for e in errors if e is not None)
-            self.state = "retrying"
-            self.last_error = f"change {changes[first].get('id')!r} not fired: {error}"
-            log.warning("changes trigger of event %s: %s; retrying in %.1f s",
-                        self.event_id, self.last_error, delay)  # fmt: skip
-            if first > 0 and changes[first - 1].get("seq") is not None:
-                self._next = changes[first - 1]["seq"]
+            message = f"change {changes[first].get('id')!r} not fired: {error}"
+            if message != self.last_error:
+                log.warning("changes trigger of event %s: %s; retrying in %.1f s",
+                            self.event_id, message, delay)  # fmt: skip
+            self.state, self.last_error = "retrying", message
+            before = changes[first - 1].get("seq") if first > 0 else None
+            if before is not None and before != self._next:
+                self._next = before
                 await self._checkpoint(self._next)
             if self._stopping.is_set():
                 return False
