@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,16 +40,36 @@ MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
 INDEX_DDOC = "couchdb-events"
 
 
+@dataclass
+class _Last:
+    """What ``iso`` and ``month_db`` computed last: a run's timestamps mostly share them."""
+
+    second: float = math.nan  # a whole second, and its text
+    text: str = ""
+    start: float = 0.0  # [start, end) of a month, and its "_YYYY_MM"
+    end: float = 0.0
+    suffix: str = ""
+
+
+_last = _Last()
+
+
 def iso(timestamp: float) -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
-        + f".{int(timestamp % 1 * 1000):03d}Z"
-    )
+    """UTC, to the millisecond: ``2026-11-28T23:59:59.123Z``."""
+    second = timestamp // 1
+    if second != _last.second:
+        _last.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
+        _last.second = second
+    return f"{_last.text}.{int(timestamp % 1 * 1000):03d}Z"
 
 
 def month_db(prefix: str, timestamp: float) -> str:
-    year, month = time.gmtime(timestamp)[:2]
-    return f"{prefix}_{year:04d}_{month:02d}"
+    if not _last.start <= timestamp < _last.end:
+        year, month = time.gmtime(timestamp)[:2]
+        _last.suffix = f"_{year:04d}_{month:02d}"
+        _last.start = calendar.timegm((year, month, 1, 0, 0, 0))
+        _last.end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
+    return prefix + _last.suffix
 
 
 def bounded(value: Any, limit: int = MAX_ANSWER) -> Any:
@@ -126,10 +147,11 @@ class Activations:
         loop = asyncio.get_running_loop()
         for message in messages:
             db = month_db(self.prefix, message.accepted)
-            try:
-                await self._ensure_db(db)
-            except StoreError as exc:
-                raise _unavailable(exc) from None
+            if db not in self._known_dbs:
+                try:
+                    await self._ensure_db(db)
+                except StoreError as exc:
+                    raise _unavailable(exc) from None
             doc = {
                 "_id": message.id,
                 "type": "activation",
@@ -150,7 +172,9 @@ class Activations:
             self._writer.records[message.id] = _Record(db, doc, stored=stored)
             self._enqueue(message.id)
             futures.append(stored)
-        if futures:
+        if len(futures) == 1:
+            await futures[0]
+        elif futures:
             await asyncio.gather(*futures)
 
     def adopt(self, db: str, doc: dict[str, Any]) -> None:
