@@ -40,36 +40,31 @@ MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
 INDEX_DDOC = "couchdb-events"
 
 
-@dataclass
+# What ``iso`` and ``month_db`` computed last (a run's timestamps mostly share them), each one
+# tuple replaced whole, so that a call from another thread (listing, expiry) never sees half of it.
 class _Last:
-    """What ``iso`` and ``month_db`` computed last: a run's timestamps mostly share them."""
-
-    second: float = math.nan  # a whole second, and its text
-    text: str = ""
-    start: float = 0.0  # [start, end) of a month, and its "_YYYY_MM"
-    end: float = 0.0
-    suffix: str = ""
-
-
-_last = _Last()
+    second: tuple[float, str] = (math.nan, "")  # a whole second, and its text
+    month: tuple[float, float, str] = (0.0, 0.0, "")  # [start, end) of a month, "_YYYY_MM"
 
 
 def iso(timestamp: float) -> str:
     """UTC, to the millisecond: ``2026-11-28T23:59:59.123Z``."""
-    second = timestamp // 1
-    if second != _last.second:
-        _last.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
-        _last.second = second
-    return f"{_last.text}.{int(timestamp % 1 * 1000):03d}Z"
+    second, text = _Last.second
+    if timestamp // 1 != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
+        _Last.second = (timestamp // 1, text)
+    return f"{text}.{int(timestamp % 1 * 1000):03d}Z"
 
 
 def month_db(prefix: str, timestamp: float) -> str:
-    if not _last.start <= timestamp < _last.end:
+    start, end, suffix = _Last.month
+    if not start <= timestamp < end:
         year, month = time.gmtime(timestamp)[:2]
-        _last.suffix = f"_{year:04d}_{month:02d}"
-        _last.start = calendar.timegm((year, month, 1, 0, 0, 0))
-        _last.end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
-    return prefix + _last.suffix
+        suffix = f"_{year:04d}_{month:02d}"
+        start = calendar.timegm((year, month, 1, 0, 0, 0))
+        end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
+        _Last.month = (start, end, suffix)
+    return prefix + suffix
 
 
 def bounded(value: Any, limit: int = MAX_ANSWER) -> Any:
