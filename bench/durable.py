@@ -9,7 +9,9 @@ starts ``couchdb-events serve`` once per mode, one after the other, with ``durab
 * end to end: the time from the first request until every accepted run has a final state (the
   worker's counters in ``/_events/_status``), and for ``durable`` also until every activation
   record is stored in a final state;
-* the ``_bulk_docs`` writes of the activation records and their mean batch size.
+* the ``_bulk_docs`` writes of the activation records and their mean batch size;
+* the ratios durable/non-durable: of runs finished per second (the headline, checked against
+  the 1/3 target) and of 202s per second (a non-durable 202 only queues the message).
 
     python -m bench.durable [--events 3000] [--concurrency 64] [--processes 2] [--json]
 
@@ -57,7 +59,7 @@ SETTLE_TIMEOUT = 120.0  # seconds to wait for the runs to finish after the last 
 POLL = 0.02  # seconds between status polls while waiting for the runs
 QUIET = 0.2  # seconds without a write before the records are read back
 TARGET_RATE = 1000.0  # durable events accepted per second
-TARGET_RATIO = 1 / 3  # durable / non-durable acceptance throughput
+TARGET_RATIO = 1 / 3  # durable / non-durable throughput end to end (runs finished per second)
 FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "lost", "rejected"})
 
 
@@ -388,10 +390,12 @@ def print_report(results: list[Result]) -> None:
     accepted = ratio(kept, plain)
     finished = finished_ratio(kept, plain)
     print(
-        f"\ndurable/non-durable: accepted/s {accepted:.2f}, finished/s {finished:.2f}\n"
-        f"target durable >= {TARGET_RATE:.0f} accepted/s: {kept.rate:.1f}, "
-        f"{verdict(kept.rate >= TARGET_RATE)}\n"
-        f"target ratio >= 1/3: {accepted:.2f}, {verdict(accepted >= TARGET_RATIO)}"
+        f"\ndurable/non-durable: finished/s {finished:.2f} (end to end), "
+        f"accepted/s {accepted:.2f} (a non-durable 202 only queues the message)\n"
+        f"target durable >= {TARGET_RATE:.0f} accepted/s: {kept.rate:.1f} "
+        f"(finished/s {kept.finished_rate:.1f}), {verdict(kept.rate >= TARGET_RATE)}\n"
+        f"target ratio >= 1/3, finished/s: {finished:.2f}, {verdict(finished >= TARGET_RATIO)} "
+        f"(accepted/s: {accepted:.2f}, {'>=' if accepted >= TARGET_RATIO else '<'} 1/3)"
     )
     for r in results:
         print(
@@ -479,14 +483,16 @@ def main(argv: list[str] | None = None) -> int:
         finished = finished_ratio(kept, plain)
         summary = {
             "results": [r.summary() for r in results],
-            "ratio_accepted": round(accepted, 3) if math.isfinite(accepted) else None,
             "ratio_finished": round(finished, 3) if math.isfinite(finished) else None,
+            "ratio_accepted": round(accepted, 3) if math.isfinite(accepted) else None,
             "max_queue": max_queue,
             "targets": {
                 "durable_accepted_per_s": TARGET_RATE,
                 "durable_accepted_per_s_met": kept.rate >= TARGET_RATE,
                 "ratio": round(TARGET_RATIO, 3),
-                "ratio_met": accepted >= TARGET_RATIO,
+                "ratio_of": "finished_per_s",
+                "ratio_met": finished >= TARGET_RATIO,
+                "ratio_accepted_met": accepted >= TARGET_RATIO,
             },
         }
         print(json.dumps(summary, indent=2))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,16 +40,31 @@ MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
 INDEX_DDOC = "couchdb-events"
 
 
+# What ``iso`` and ``month_db`` computed last (a run's timestamps mostly share them), each one
+# tuple replaced whole, so that a call from another thread (listing, expiry) never sees half of it.
+class _Last:
+    second: tuple[float, str] = (math.nan, "")  # a whole second, and its text
+    month: tuple[float, float, str] = (0.0, 0.0, "")  # [start, end) of a month, "_YYYY_MM"
+
+
 def iso(timestamp: float) -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
-        + f".{int(timestamp % 1 * 1000):03d}Z"
-    )
+    """UTC, to the millisecond: ``2026-11-28T23:59:59.123Z``."""
+    second, text = _Last.second
+    if timestamp // 1 != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp))
+        _Last.second = (timestamp // 1, text)
+    return f"{text}.{int(timestamp % 1 * 1000):03d}Z"
 
 
 def month_db(prefix: str, timestamp: float) -> str:
-    year, month = time.gmtime(timestamp)[:2]
-    return f"{prefix}_{year:04d}_{month:02d}"
+    start, end, suffix = _Last.month
+    if not start <= timestamp < end:
+        year, month = time.gmtime(timestamp)[:2]
+        suffix = f"_{year:04d}_{month:02d}"
+        start = calendar.timegm((year, month, 1, 0, 0, 0))
+        end = calendar.timegm((year + month // 12, month % 12 + 1, 1, 0, 0, 0))
+        _Last.month = (start, end, suffix)
+    return prefix + suffix
 
 
 def bounded(value: Any, limit: int = MAX_ANSWER) -> Any:
@@ -126,10 +142,11 @@ class Activations:
         loop = asyncio.get_running_loop()
         for message in messages:
             db = month_db(self.prefix, message.accepted)
-            try:
-                await self._ensure_db(db)
-            except StoreError as exc:
-                raise _unavailable(exc) from None
+            if db not in self._known_dbs:
+                try:
+                    await self._ensure_db(db)
+                except StoreError as exc:
+                    raise _unavailable(exc) from None
             doc = {
                 "_id": message.id,
                 "type": "activation",
@@ -150,7 +167,9 @@ class Activations:
             self._writer.records[message.id] = _Record(db, doc, stored=stored)
             self._enqueue(message.id)
             futures.append(stored)
-        if futures:
+        if len(futures) == 1:
+            await futures[0]
+        elif futures:
             await asyncio.gather(*futures)
 
     def adopt(self, db: str, doc: dict[str, Any]) -> None:

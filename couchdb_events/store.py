@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .config import redact_url
 from .errors import Conflict, NotFound, StoreError, Unauthorized, Unreachable
 
 T = TypeVar("T")
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,11 @@ class Store:
         (``{"ok": true, "id", "rev"}`` or ``{"id", "error", "reason"}``)."""
 
         def write() -> list[dict[str, Any]]:
-            answer = self._db(db).resource.post_json("_bulk_docs", body={"docs": docs})[2]
+            # Encoded here rather than by python-couchdb: compact, and ASCII (faster to make,
+            # and a lone surrogate from a "\ud800" escape stays escaped instead of failing).
+            body = json.dumps({"docs": docs}, allow_nan=False, separators=(",", ":")).encode()
+            resource = self._db(db).resource
+            answer = resource.post_json("_bulk_docs", body=body, headers=_JSON)[2]
             if not isinstance(answer, list):
                 raise ValueError(f"_bulk_docs answered {answer!r}")
             return [dict(result) for result in answer]
