@@ -8,6 +8,7 @@ with a message that says what to fix.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -283,6 +284,8 @@ class Service:
                     {"path": t.path, "methods": sorted(t.methods) if t.methods else None}
                     for t in spec.triggers
                 ],
+                "schedule": dataclasses.asdict(spec.schedule) if spec.schedule else None,
+                "changes": spec.changes.db if spec.changes else None,
                 "workers": [name for name, _args in spec.workers],
                 "disabled": spec.disabled,
                 "error": spec.error,

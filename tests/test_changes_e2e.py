@@ -103,6 +103,8 @@ def test_a_selector_filters_and_the_message_holds_the_change(
     assert trigger["db"] == orders and trigger["filter"] == "_selector"
     assert trigger["state"] == "following" and trigger["last_error"] is None
     assert trigger["lag"] == 0 and trigger["checkpoint"] is not None
+    assert status["events"]["on_order"]["changes"] == orders
+    assert status["events"]["on_order"]["schedule"] is None
     stop_and_check(daemon)
 
 
