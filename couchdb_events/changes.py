@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import logs
 from .errors import EventsError, HTTPError, NotFound, StoreError
-from .lease import RENEW, Lease, LeaseLost
+from .lease import RENEW, Lease, LeaseLost, Owner
 from .registry import Registry
 from .request import Request
 from .sources import ChangesTrigger
@@ -111,7 +111,7 @@ class Context:
     store: Store  # state documents (short calls)
     feed_store: Store  # long-polls: its socket timeout outlasts LONGPOLL_MS
     events_db: str
-    owner: str
+    owner: Owner
     clock: Callable[[], float] = time.time
 
 

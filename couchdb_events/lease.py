@@ -4,25 +4,29 @@ several follow the trigger.
 ``_local/couchdb-events-changes-<event id>`` in the events database (``_local`` documents are
 not replicated)::
 
-    {"event": "order_paid", "db": "orders", "seq": "42-g1AAA...",
-     "owner": "<host>:<work dir>", "lease_until": 1795912345.6, "updated": "2026-...Z"}
+    {"event": "order_paid", "db": "orders", "seq": "42-g1AAA...", "owner": "<host>:<pid>",
+     "host": "<host>", "pid": 4242, "pid_started": 1795912000.1,
+     "lease_until": 1795912345.6, "updated": "2026-...Z"}
 
 Its ``owner`` follows the trigger until ``lease_until``, renewing it; another daemon takes it
 only once it has run out (or was given back, ``lease_until`` now, at a clean stop). Every write
 goes from the revision last seen, so a conflict means another daemon wrote it first: it holds
-the trigger now (``LeaseLost``). The owner names a host and work directory, so a daemon
-restarted in the same place does not wait for its own old lease.
+the trigger now (``LeaseLost``). A lease whose owner is a process of this host that no longer
+runs (a daemon killed and started again) is taken over at once, without waiting for it to run
+out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
+
+import psutil
 
 from .errors import Conflict, NotFound
 from .schedule import iso
@@ -39,9 +43,34 @@ class LeaseLost(Exception):
     """Another daemon wrote the state document: it follows the trigger now."""
 
 
-def owner_id(work_dir: Path) -> str:
-    """Who holds a lease: the same after a restart of a daemon, different for two daemons."""
-    return f"{socket.gethostname()}:{work_dir}"
+@dataclass(frozen=True)
+class Owner:
+    """A daemon process, as a lease names it."""
+
+    host: str
+    pid: int
+    started: float  # the process's start time: a pid used again is another process
+
+    @property
+    def id(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time())
+
+
+def owner_gone(doc: Mapping[str, Any], host: str) -> bool:
+    """Whether the lease in ``doc`` is held by a process of ``host`` that no longer runs."""
+    pid, started = doc.get("pid"), doc.get("pid_started")
+    if doc.get("host") != host or not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    try:
+        return bool(psutil.Process(pid).create_time() != started)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True
+    except psutil.Error:
+        return False
 
 
 @dataclass
@@ -50,7 +79,7 @@ class Lease:
     events_db: str
     event_id: str
     db: str  # the watched database: a checkpoint of another database does not count
-    owner: str
+    owner: Owner
     clock: Callable[[], float]
     held: bool = False
     seq: Any = None  # the checkpoint last written by this daemon
@@ -85,7 +114,10 @@ class Lease:
             "event": self.event_id,
             "db": self.db,
             "seq": seq,
-            "owner": self.owner,
+            "owner": self.owner.id,
+            "host": self.owner.host,
+            "pid": self.owner.pid,
+            "pid_started": self.owner.started,
             "lease_until": now + lease,
             "updated": iso(now),
         }
@@ -103,9 +135,11 @@ class Lease:
             seq = doc["seq"] if doc and doc.get("db") == self.db and "seq" in doc else None
             owner, until = (doc.get("owner"), doc.get("lease_until")) if doc else (None, None)
             if (
-                owner not in (None, self.owner)
+                doc is not None
+                and owner not in (None, self.owner.id)
                 and isinstance(until, (int, float))
                 and until > self.clock()
+                and not owner_gone(doc, self.owner.host)
             ):
                 self.holder, self.held = str(owner), False
                 return False, seq
@@ -116,7 +150,7 @@ class Lease:
                     await self._write(seq, LEASE)
                 except Conflict:
                     continue
-            self.holder, self.held = self.owner, True
+            self.holder, self.held = self.owner.id, True
             return True, seq
 
     async def save(self, seq: Any) -> None:

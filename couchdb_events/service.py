@@ -30,7 +30,7 @@ from .errors import EventsError, StoreError, Unauthorized, Unreachable
 from .feed import Feed
 from .followers import ChangesTriggers
 from .httpapi import Api
-from .lease import owner_id
+from .lease import Owner
 from .registry import Registry
 from .router import Router
 from .runner import Runner
@@ -93,7 +93,7 @@ class Service:
                 self.store,
                 self._feed_store,
                 config.events_db,
-                owner_id(config.work_dir),
+                Owner.this_process(),
             )
         )
         self.feeds: list[Feed] = []

@@ -18,11 +18,12 @@ from couchdb_events.changes import Context, Follower, change_body, seq_number
 from couchdb_events.documents import parse_event
 from couchdb_events.errors import Conflict, HTTPError, NotFound
 from couchdb_events.followers import ChangesTriggers
-from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost
+from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost, Owner
 from couchdb_events.sources import parse_changes
 from couchdb_events.store import Changes
 
 EVENTS = "events"
+ME = Owner("testhost", 1, 0.0)
 
 
 class FakeStore:
@@ -110,7 +111,7 @@ TRIGGER: dict[str, Any] = {"db": "orders", "selector": {"status": "paid"}}
 def context(
     store: FakeStore,
     dispatch: FakeDispatch,
-    owner: str = "me",
+    owner: Owner = ME,
     clock: Callable[[], float] = lambda: 1000.0,
     trigger: dict[str, Any] | None = None,
 ) -> Context:
@@ -245,7 +246,7 @@ def test_another_daemons_lease_means_standby_until_it_runs_out() -> None:
         assert store.asked == []
         now[0] = 1021.0  # the other daemon stopped renewing
         await until(lambda: follower.state == "following")
-        assert state_doc(store)["owner"] == "me"
+        assert state_doc(store)["owner"] == "testhost:1"
         await until(lambda: store.asked)
         assert store.asked[0][0] == 5  # its checkpoint, not "now"
         await follower.stop()
@@ -258,7 +259,7 @@ def test_another_daemons_lease_means_standby_until_it_runs_out() -> None:
 def test_a_lease_written_by_another_daemon_is_lost() -> None:
     async def main() -> None:
         store = FakeStore()
-        lease = Lease(store, EVENTS, "on_order", "orders", "me", lambda: 1000.0)  # type: ignore[arg-type]
+        lease = Lease(store, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
 
         async def start() -> int:
             return 7
@@ -266,7 +267,7 @@ def test_a_lease_written_by_another_daemon_is_lost() -> None:
         assert await lease.acquire(start) == (True, 7)
         await lease.save(9)
         doc = state_doc(store)
-        store.put(EVENTS, {**doc, "owner": "other", "lease_until": 2000.0})
+        store.put(EVENTS, {**doc, "owner": "other", "host": "elsewhere", "lease_until": 2000.0})
         with pytest.raises(LeaseLost):
             await lease.save(10)
         assert not lease.held
@@ -284,10 +285,10 @@ def test_a_checkpoint_of_another_database_does_not_count() -> None:
             "_rev": "0-1",
             "db": "invoices",
             "seq": 99,
-            "owner": "me",
+            "owner": "testhost:1",
             "lease_until": 0,
         }
-        lease = Lease(store, EVENTS, "on_order", "orders", "me", lambda: 1000.0)  # type: ignore[arg-type]
+        lease = Lease(store, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
 
         async def start() -> int:
             return 3
@@ -348,7 +349,7 @@ def test_renewing_keeps_the_checkpoint_and_extends_the_lease() -> None:
     async def main() -> None:
         now = [1000.0]
         store = FakeStore()
-        lease = Lease(store, EVENTS, "on_order", "orders", "me", lambda: now[0])  # type: ignore[arg-type]
+        lease = Lease(store, EVENTS, "on_order", "orders", ME, lambda: now[0])  # type: ignore[arg-type]
 
         async def start() -> int:
             return 7
@@ -371,3 +372,42 @@ def test_renewing_keeps_the_checkpoint_and_extends_the_lease() -> None:
         assert not lease.held
 
     asyncio.run(main())
+
+
+def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once() -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    here = socket.gethostname()
+
+    async def attempt(pid: int, started: float) -> tuple[bool, Any]:
+        store = FakeStore()
+        store.docs[STATE_PREFIX + "on_order"] = {
+            "_id": STATE_PREFIX + "on_order",
+            "_rev": "0-1",
+            "db": "orders",
+            "seq": 4,
+            "owner": f"{here}:{pid}",
+            "host": here,
+            "pid": pid,
+            "pid_started": started,
+            "lease_until": 2000.0,
+        }
+        me = Owner(here, 1, 0.0)
+        lease = Lease(store, EVENTS, "on_order", "orders", me, lambda: 1000.0)  # type: ignore[arg-type]
+
+        async def start() -> int:
+            return 0
+
+        return await lease.acquire(start)
+
+    alive = psutil.Process().create_time()
+    assert asyncio.run(attempt(int(ended.stdout), 1.0)) == (True, 4)  # gone
+    assert asyncio.run(attempt(os.getpid(), alive)) == (False, 4)  # still running
+    assert asyncio.run(attempt(os.getpid(), alive - 50)) == (True, 4)  # a pid used again
