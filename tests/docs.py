@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 from typing import Any
 
 from tests.daemon_host import http
@@ -38,3 +40,24 @@ def put_worker(couch_url: str, db: str, name: str, files: dict[str, str], **fiel
         for filename, text in files.items()
     }
     return put_doc(couch_url, db, {"_id": name, **fields, "_attachments": attachments})
+
+
+# A reply worker (python) that notes each message in ran.jsonl in its data folder and answers.
+RECORD_PY = """
+import json, os, sys
+out = os.path.join(os.environ["COUCHDB_EVENTS_DATA_DIR"], "ran.jsonl")
+for line in sys.stdin:
+    with open(out, "a") as handle:
+        handle.write(line)
+    print(json.dumps({"ok": True}), flush=True)
+"""
+
+
+def recorded(*work_dirs: Path, worker: str = "record") -> list[dict[str, Any]]:
+    """The messages a RECORD_PY worker got, under each daemon work directory, in order."""
+    out = []
+    for work_dir in work_dirs:
+        path = work_dir / "data" / worker / "ran.jsonl"
+        if path.exists():
+            out += [json.loads(line) for line in path.read_text().splitlines()]
+    return out

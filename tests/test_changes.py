@@ -49,6 +49,11 @@ class FakeStore:
         self.docs[doc["_id"]] = {**doc, "_rev": f"0-{number}"}
         return f"0-{number}"
 
+    def lease_held(self, **fields: Any) -> None:
+        """The state document as another daemon left it."""
+        doc_id = STATE_PREFIX + "on_order"
+        self.docs[doc_id] = {"_id": doc_id, "_rev": "0-1", **fields}
+
     def update_seq(self, db: str) -> Any:
         if self.update is None:
             raise NotFound(f"GET /{db}: not found (not_found: Database does not exist.)")
@@ -230,14 +235,7 @@ def test_another_daemons_lease_means_standby_until_it_runs_out() -> None:
     async def main() -> None:
         now = [1000.0]
         store, dispatch = FakeStore(), FakeDispatch()
-        store.docs[STATE_PREFIX + "on_order"] = {
-            "_id": STATE_PREFIX + "on_order",
-            "_rev": "0-1",
-            "db": "orders",
-            "seq": 5,
-            "owner": "other",
-            "lease_until": 1020.0,
-        }
+        store.lease_held(db="orders", seq=5, owner="other", lease_until=1020.0)
         ctx = context(store, dispatch, clock=lambda: now[0])
         follower = Follower("on_order", parse_changes(TRIGGER), ctx)
         task = asyncio.create_task(follower.run())
@@ -280,14 +278,7 @@ def test_a_lease_written_by_another_daemon_is_lost() -> None:
 def test_a_checkpoint_of_another_database_does_not_count() -> None:
     async def main() -> None:
         store = FakeStore()
-        store.docs[STATE_PREFIX + "on_order"] = {
-            "_id": STATE_PREFIX + "on_order",
-            "_rev": "0-1",
-            "db": "invoices",
-            "seq": 99,
-            "owner": "testhost:1",
-            "lease_until": 0,
-        }
+        store.lease_held(db="invoices", seq=99, owner="testhost:1", lease_until=0)
         lease = Lease(store, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
 
         async def start() -> int:
@@ -388,17 +379,15 @@ def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once() -> No
 
     async def attempt(pid: int, started: float) -> tuple[bool, Any]:
         store = FakeStore()
-        store.docs[STATE_PREFIX + "on_order"] = {
-            "_id": STATE_PREFIX + "on_order",
-            "_rev": "0-1",
-            "db": "orders",
-            "seq": 4,
-            "owner": f"{here}:{pid}",
-            "host": here,
-            "pid": pid,
-            "pid_started": started,
-            "lease_until": 2000.0,
-        }
+        store.lease_held(
+            db="orders",
+            seq=4,
+            owner=f"{here}:{pid}",
+            host=here,
+            pid=pid,
+            pid_started=started,
+            lease_until=2000.0,
+        )
         me = Owner(here, 1, 0.0)
         lease = Lease(store, EVENTS, "on_order", "orders", me, lambda: 1000.0)  # type: ignore[arg-type]
 

@@ -5,7 +5,6 @@ missing database is an error in status until it exists; two daemons fire each ch
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import urllib.parse
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.couch import http_json
-from tests.docs import delete_doc, put_doc
+from tests.docs import RECORD_PY, delete_doc, put_doc, recorded
 from tests.test_daemon_e2e import (
     Daemon,
     StartDaemon,
@@ -25,24 +24,9 @@ from tests.test_daemon_e2e import (
 
 pytestmark = pytest.mark.e2e
 
-# Notes each message in its data folder and answers.
-RECORD_PY = """
-import json, os, sys
-out = os.path.join(os.environ["COUCHDB_EVENTS_DATA_DIR"], "ran.jsonl")
-for line in sys.stdin:
-    with open(out, "a") as handle:
-        handle.write(line)
-    print(json.dumps({"ok": True}), flush=True)
-"""
-
 
 def runs(*work_dirs: Path) -> list[dict[str, Any]]:
-    out = []
-    for work_dir in work_dirs:
-        path = work_dir / "data" / "record" / "ran.jsonl"
-        if path.exists():
-            out += [json.loads(line) for line in path.read_text().splitlines()]
-    return out
+    return recorded(*work_dirs)
 
 
 def changed_ids(*work_dirs: Path) -> list[str]:
@@ -58,6 +42,13 @@ def setup_trigger(daemon: Daemon, db: str, event_id: str = "on_order", **trigger
             "workers": {"record": {"order": ":id"}},
         }
     )
+
+
+def follow(daemon: Daemon, db: str, **trigger: Any) -> None:
+    """Put the event (and its worker) and wait until the daemon follows the database."""
+    setup_trigger(daemon, db, **trigger)
+    daemon.wait_loaded("on_order")
+    wait_following(daemon)
 
 
 def wait_following(daemon: Daemon, event_id: str = "on_order") -> dict[str, Any]:
@@ -79,9 +70,7 @@ def test_a_selector_filters_and_the_message_holds_the_change(
     daemon = start_daemon()
     orders = fresh_db("orders")
     put_orders(daemon, orders, ("before", "paid"))  # made before the trigger: not fired
-    setup_trigger(daemon, orders, selector={"status": "paid"}, include_docs=True)
-    daemon.wait_loaded("on_order")
-    wait_following(daemon)
+    follow(daemon, orders, selector={"status": "paid"}, include_docs=True)
     put_orders(daemon, orders, ("o1", "new"), ("o2", "paid"), ("o3", "new"), ("o4", "paid"))
     wait_for(lambda: len(runs(daemon.work_dir)) >= 2)
     time.sleep(0.5)  # nothing else comes
@@ -114,9 +103,7 @@ def test_a_clean_restart_misses_no_change_and_fires_none_twice(
 ) -> None:
     one = start_daemon()
     orders = fresh_db("orders")
-    setup_trigger(one, orders)
-    one.wait_loaded("on_order")
-    wait_following(one)
+    follow(one, orders)
     put_orders(one, orders, ("a1", "new"), ("a2", "new"), ("a3", "new"))
     wait_for(lambda: len(runs(one.work_dir)) == 3)
     stop_and_check(one)
@@ -137,9 +124,7 @@ def test_a_killed_daemon_misses_no_change_when_started_again(
 ) -> None:
     one = start_daemon()
     orders = fresh_db("orders")
-    setup_trigger(one, orders)
-    one.wait_loaded("on_order")
-    wait_following(one)
+    follow(one, orders)
     put_orders(one, orders, ("a1", "new"), ("a2", "new"))
     wait_for(lambda: len(runs(one.work_dir)) == 2)
     one.host.kill()  # SIGKILL: no checkpoint or lease given back
@@ -158,9 +143,7 @@ def test_triggers_come_change_and_go_live(
 ) -> None:
     daemon = start_daemon()
     orders = fresh_db("orders")
-    setup_trigger(daemon, orders, selector={"status": "paid"})
-    daemon.wait_loaded("on_order")
-    wait_following(daemon)
+    follow(daemon, orders, selector={"status": "paid"})
     put_orders(daemon, orders, ("p1", "paid"), ("n1", "new"), ("p3", "paid"))
     wait_for(lambda: changed_ids(daemon.work_dir) == ["p1", "p3"])
     # A new selector takes over from the checkpoint (after p3).
@@ -249,9 +232,7 @@ def test_couchdb_going_away_and_coming_back(
             assert http_json("PUT", url + db)[0] == 201
         daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
         daemon = dataclasses.replace(daemon, couch_url=url)  # documents go to this server
-        setup_trigger(daemon, "orders")
-        daemon.wait_loaded("on_order")
-        wait_following(daemon)
+        follow(daemon, "orders")
         put_orders(daemon, "orders", ("before", "new"))
         wait_for(lambda: changed_ids(daemon.work_dir) == ["before"])
 
@@ -286,9 +267,7 @@ def test_a_design_document_filter_with_query_params(
             "filters": {"big": "function (doc, req) { return doc.total >= +req.query.min; }"},
         },
     )
-    setup_trigger(daemon, orders, filter="shop/big", query_params={"min": "100"})
-    daemon.wait_loaded("on_order")
-    wait_following(daemon)
+    follow(daemon, orders, filter="shop/big", query_params={"min": "100"})
     for doc_id, total in (("small", 5), ("large", 250), ("exact", 100)):
         put_doc(daemon.couch_url, orders, {"_id": doc_id, "total": total})
     wait_for(lambda: len(runs(daemon.work_dir)) >= 2)

@@ -3,12 +3,12 @@ CouchDB; a bad cron expression is the event's error."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import pytest
 
+from tests.docs import RECORD_PY, recorded
 from tests.test_daemon_e2e import (
     Daemon,
     StartDaemon,
@@ -19,24 +19,9 @@ from tests.test_daemon_e2e import (
 
 pytestmark = pytest.mark.e2e
 
-# Notes each message in its data folder and answers.
-RECORD_PY = """
-import json, os, sys
-out = os.path.join(os.environ["COUCHDB_EVENTS_DATA_DIR"], "ran.jsonl")
-for line in sys.stdin:
-    with open(out, "a") as handle:
-        handle.write(line)
-    print(json.dumps({"ok": True}), flush=True)
-"""
-
 
 def runs(*daemons: Daemon) -> list[dict[str, Any]]:
-    out = []
-    for daemon in daemons:
-        path = daemon.work_dir / "data" / "record" / "ran.jsonl"
-        if path.exists():
-            out += [json.loads(line) for line in path.read_text().splitlines()]
-    return out
+    return recorded(*(daemon.work_dir for daemon in daemons))
 
 
 def setup_every_second(daemon: Daemon) -> None:
