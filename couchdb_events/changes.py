@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import logs
 from .errors import EventsError, HTTPError, NotFound, StoreError
-from .lease import RENEW, Lease, LeaseLost, Owner
+from .lease import RENEW, Lease, LeaseLost, Owner, blocking
 from .registry import Registry
 from .request import Request
 from .sources import ChangesTrigger
@@ -208,7 +208,7 @@ class Follower:
         if self.trigger.since == 0 or self._db_was_missing:
             return 0
         try:
-            return await self._call(self.ctx.store.update_seq, self.trigger.db)
+            return await blocking(self.ctx.store.update_seq, self.trigger.db)
         except NotFound:
             self._db_was_missing = True  # once created, every change of it is new
             raise
@@ -239,10 +239,6 @@ class Follower:
     def _lost(self) -> None:
         self.state = "standby"
         log.warning("changes trigger of event %s: another daemon took it over", self.event_id)
-
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(fn, *args))
 
     # -- reading and firing ---------------------------------------------------------------
     async def _fetch(self) -> Changes | None:
@@ -334,7 +330,7 @@ class Follower:
         elif len(batch.results) < BATCH:
             self.lag = 0
         else:
-            current = seq_number(await self._call(self.ctx.store.update_seq, self.trigger.db))
+            current = seq_number(await blocking(self.ctx.store.update_seq, self.trigger.db))
             at = seq_number(batch.last_seq)
             self.lag = max(0, current - at) if current is not None and at is not None else None
         if self.state == "retrying":

@@ -39,6 +39,11 @@ LEASE = 30.0  # seconds a lease lasts without renewing
 RENEW = 10.0  # seconds between renewals
 
 
+async def blocking(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a blocking store call, in the loop's executor."""
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(fn, *args))
+
+
 class LeaseLost(Exception):
     """Another daemon wrote the state document: it follows the trigger now."""
 
@@ -93,13 +98,9 @@ class Lease:
     def doc_id(self) -> str:
         return STATE_PREFIX + self.event_id
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(fn, *args))
-
     async def _read(self) -> dict[str, Any] | None:
         try:
-            doc = await self._call(self.store.get, self.events_db, self.doc_id)
+            doc = await blocking(self.store.get, self.events_db, self.doc_id)
         except NotFound:
             self._rev = None
             return None
@@ -123,7 +124,7 @@ class Lease:
         }
         if self._rev is not None:
             doc["_rev"] = self._rev
-        self._rev = await self._call(self.store.put, self.events_db, doc)
+        self._rev = await blocking(self.store.put, self.events_db, doc)
         self.until, self.written, self.seq = now + lease, now, seq
 
     async def acquire(self, start: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
