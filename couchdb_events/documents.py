@@ -36,7 +36,6 @@ Worker document::
 from __future__ import annotations
 
 import enum
-import math
 import posixpath
 import re
 from collections.abc import Callable, Mapping
@@ -44,6 +43,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .config import Config
+from .fields import (
+    count_field,
+    flag_field,
+    int_field,
+    optional_field,
+    seconds_field,
+    size_field,
+)
 from .sources import ChangesTrigger, Schedule, parse_changes, parse_schedule
 
 T = TypeVar("T")
@@ -316,21 +323,6 @@ def unsafe_attachment_name(name: str) -> str | None:
     return next((why for failed, why in checks if failed), None)
 
 
-def _int_field(doc: Mapping[str, Any], key: str, default: Any) -> int:
-    value = doc.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key} must be a whole number of at least 1, not {value!r}")
-    return value
-
-
-def _seconds_field(doc: Mapping[str, Any], key: str, default: Any) -> float:
-    value = doc.get(key, default)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{key} must be a positive number of seconds, not {value!r}")
-    return float(value)
-
-
 def parse_worker(doc: Mapping[str, Any], config: Config) -> WorkerSpec:
     """Read a worker document. Never raises: a bad document gives a spec with ``error``."""
     name = str(doc.get("_id", ""))
@@ -382,53 +374,18 @@ def _parse_worker(name: str, rev: str, doc: Mapping[str, Any], config: Config) -
         arguments=arguments,
         attachments=tuple(sorted(attachments)),
         mode=mode,
-        processes=_int_field(doc, "processes", config.processes),
-        max_queue=_int_field(doc, "max_queue", config.max_queue),
-        idle_timeout=_seconds_field(doc, "idle_timeout", config.idle_timeout),
-        timeout=_optional(doc, "timeout", _seconds_field),
-        memory_limit=_optional(doc, "memory_limit", _size_field),
-        max_messages=_optional(doc, "max_messages", _int_field),
+        processes=int_field(doc, "processes", config.processes),
+        max_queue=int_field(doc, "max_queue", config.max_queue),
+        idle_timeout=seconds_field(doc, "idle_timeout", config.idle_timeout),
+        timeout=optional_field(doc, "timeout", seconds_field),
+        memory_limit=optional_field(doc, "memory_limit", size_field),
+        max_messages=optional_field(doc, "max_messages", int_field),
         limits=_limits(doc.get("limits")),
         env=_env(doc.get("env")),
-        retries=_count(doc, "retries"),
-        retry_delay=_seconds_field(doc, "retry_delay", 1.0),
-        store_output=_flag(doc, "store_output", True),
+        retries=count_field(doc, "retries"),
+        retry_delay=seconds_field(doc, "retry_delay", 1.0),
+        store_output=flag_field(doc, "store_output", True),
     )
-
-
-def _count(doc: Mapping[str, Any], key: str) -> int:
-    value = doc.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key} must be a whole number of at least 0, not {value!r}")
-    return value
-
-
-def _flag(doc: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = doc.get(key, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, not {value!r}")
-    return value
-
-
-def _optional(
-    doc: Mapping[str, Any], key: str, read: Callable[[Mapping[str, Any], str, Any], T]
-) -> T | None:
-    return None if doc.get(key) is None else read(doc, key, None)
-
-
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)i?B?\s*$", re.IGNORECASE)
-
-
-def _size_field(doc: Mapping[str, Any], key: str, _default: Any = None) -> int:
-    """Bytes, as a whole number or a string like "512M" or "1G"."""
-    value = doc.get(key)
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    found = _SIZE.match(value) if isinstance(value, str) else None
-    if found and int(found.group(1)) > 0:
-        return int(found.group(1)) * _UNITS[found.group(2).upper()]
-    raise ValueError(f'{key} must be a size in bytes or like "512M", not {value!r}')
 
 
 def _limits(value: Any) -> Limits:
@@ -440,9 +397,9 @@ def _limits(value: Any) -> Limits:
     if unknown:
         raise ValueError(f"unknown limits {sorted(unknown)} (known: cpu, files, address_space)")
     return Limits(
-        cpu=_optional(value, "cpu", _int_field),
-        files=_optional(value, "files", _int_field),
-        address_space=_optional(value, "address_space", _size_field),
+        cpu=optional_field(value, "cpu", int_field),
+        files=optional_field(value, "files", int_field),
+        address_space=optional_field(value, "address_space", size_field),
     )
 
 

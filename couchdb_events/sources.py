@@ -26,6 +26,8 @@ from typing import Any
 
 from croniter import croniter
 
+from .fields import int_field
+
 CATCH_UP = ("skip", "once", "all")
 
 
@@ -51,13 +53,6 @@ class ChangesTrigger:
     query_params: Mapping[str, str] = field(default_factory=dict)  # for the filter function
     include_docs: bool = False
     since: str | int = "now"  # where to start without a checkpoint: "now" or 0
-
-
-def _whole(value: Mapping[str, Any], key: str, default: int) -> int:
-    number = value.get(key, default)
-    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise ValueError(f"{key} must be a whole number of at least 1, not {number!r}")
-    return number
 
 
 def parse_schedule(value: Any) -> Schedule:
@@ -90,7 +85,7 @@ def parse_schedule(value: Any) -> Schedule:
     if catch_up not in CATCH_UP:
         raise ValueError(f"schedule: catch_up must be one of skip, once, all, not {catch_up!r}")
     try:
-        max_catch_up = _whole(value, "max_catch_up", 10)
+        max_catch_up = int_field(value, "max_catch_up", 10)
     except ValueError as exc:
         raise ValueError(f"schedule: {exc}") from None
     return Schedule(cron, every, timezone, catch_up, max_catch_up)
