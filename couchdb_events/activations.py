@@ -26,6 +26,7 @@ from typing import Any
 
 from . import logs
 from .config import Config
+from .daemons import Liveness, Owner
 from .errors import HTTPError, NotFound, StoreError
 from .message import Message, Outcome
 from .store import Store
@@ -95,9 +96,10 @@ class _Writer:
 class Activations:
     """The activations databases, written through one group-committing writer task."""
 
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, owner: Owner | None = None) -> None:
         self.store = store
         self.config = config
+        self.owner = owner or Owner.this_process()
         self.prefix = config.activations_db
         self._writer = _Writer()
         self._task: asyncio.Task[None] | None = None
@@ -162,6 +164,7 @@ class Activations:
                 "started": None,
                 "ended": None,
                 "store_output": store_output.get(message.worker, True),
+                "daemon": self.owner.fields(),
             }
             stored: asyncio.Future[None] = loop.create_future()
             self._writer.records[message.id] = _Record(db, doc, stored=stored)
@@ -322,21 +325,43 @@ class Activations:
         names = [db for db in self.store.databases() if db.startswith(prefix)]
         return sorted(names, reverse=True)
 
-    def open_records(self) -> list[tuple[str, dict[str, Any]]]:
-        """Every record not in a final state, oldest first (blocking; for resuming)."""
+    def open_records(self, before: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Every record not in a final state (accepted before ``before``, if given), oldest
+        first (blocking; for resuming)."""
         found: list[tuple[str, dict[str, Any]]] = []
+        where: dict[str, Any] = {"state": {"$in": list(OPEN_STATES)}}
+        if before is not None:
+            where["accepted"] = {"$lt": iso(before)}
         for db in reversed(self.databases()):
             skip = 0
             while True:
-                docs = self.store.find(
-                    db, {"state": {"$in": list(OPEN_STATES)}}, limit=BATCH, skip=skip
-                )
+                docs = self.store.find(db, where, limit=BATCH, skip=skip)
                 found.extend((db, doc) for doc in docs)
                 if len(docs) < BATCH:
                     break
                 skip += BATCH
         found.sort(key=lambda item: str(item[1].get("accepted", "")))
         return found
+
+    def orphans(self, before: float | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The open records of daemons that are gone (see ``daemons.py``), now claimed for this
+        daemon: each rewritten from the revision read to name it, so that of several daemons
+        taking over, one gets each record. Oldest first (blocking)."""
+        now = time.time()
+        liveness = Liveness(self.store, self.config.events_db, self.owner, now)
+        claims: dict[str, list[dict[str, Any]]] = {}
+        order: list[str] = []
+        for db, doc in self.open_records(before):
+            if doc["_id"] in self._writer.records or not liveness.gone(doc.get("daemon")):
+                continue  # this daemon's own run, or one a live daemon runs
+            claims.setdefault(db, []).append({**doc, "daemon": self.owner.fields()})
+            order.append(doc["_id"])
+        claimed: dict[str, tuple[str, dict[str, Any]]] = {}
+        for db, docs in claims.items():
+            for doc, result in zip(docs, self.store.bulk_docs(db, docs), strict=False):
+                if result.get("ok") and result.get("id") == doc["_id"]:
+                    claimed[doc["_id"]] = (db, {**doc, "_rev": result["rev"]})
+        return [claimed[doc_id] for doc_id in order if doc_id in claimed]
 
     def get(self, activation_id: str) -> dict[str, Any]:
         """One record, from memory if it is still changing, else from CouchDB (blocking)."""

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import logs
+from .daemons import Owner
 from .errors import EventsError, HTTPError, NotFound, StoreError
-from .lease import RENEW, Lease, LeaseLost, Owner, blocking
+from .lease import RENEW, Lease, LeaseLost, blocking
 from .registry import Registry
 from .request import Request
 from .sources import ChangesTrigger

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import psutil
-
+from .daemons import Owner, process_gone
 from .errors import Conflict, NotFound
 from .schedule import iso
 from .store import Store
@@ -48,34 +45,9 @@ class LeaseLost(Exception):
     """Another daemon wrote the state document: it follows the trigger now."""
 
 
-@dataclass(frozen=True)
-class Owner:
-    """A daemon process, as a lease names it."""
-
-    host: str
-    pid: int
-    started: float  # the process's start time: a pid used again is another process
-
-    @property
-    def id(self) -> str:
-        return f"{self.host}:{self.pid}"
-
-    @classmethod
-    def this_process(cls) -> Owner:
-        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time())
-
-
 def owner_gone(doc: Mapping[str, Any], host: str) -> bool:
     """Whether the lease in ``doc`` is held by a process of ``host`` that no longer runs."""
-    pid, started = doc.get("pid"), doc.get("pid_started")
-    if doc.get("host") != host or not isinstance(pid, int) or isinstance(pid, bool):
-        return False
-    try:
-        return bool(psutil.Process(pid).create_time() != started)
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return True
-    except psutil.Error:
-        return False
+    return process_gone(doc.get("host"), doc.get("pid"), doc.get("pid_started"), host) is True
 
 
 @dataclass

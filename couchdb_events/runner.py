@@ -180,12 +180,15 @@ class Runner:
                 return  # the record stays open: the next start resumes it
             self._final(message, Outcome("failed", None, exc.reason))
 
-    async def resume(self) -> int:
-        """Queue again what a previous daemon accepted but did not finish; how many."""
+    async def resume(self, before: float | None = None) -> int:
+        """Queue again what daemons that are gone (a previous run of this one, or another on
+        the same CouchDB) accepted but did not finish, claiming each record; how many. With
+        ``before``, only records accepted before that time."""
         if self.activations is None:
             return 0
         loop = asyncio.get_running_loop()
-        records = await loop.run_in_executor(None, self.activations.open_records)
+        records = await loop.run_in_executor(None, self.activations.orphans, before)
+        resumed = 0
         for db, doc in records:
             self.activations.adopt(db, doc)
             message = _message(doc)
@@ -205,10 +208,11 @@ class Runner:
             except HTTPError as exc:
                 self._final(message, Outcome("failed", None, exc.reason))
                 continue
-            self.resumed += 1
-        if self.resumed:
-            log.warning("resumed %d accepted runs a previous daemon did not finish", self.resumed)
-        return self.resumed
+            resumed += 1
+        if resumed:
+            log.warning("resumed %d accepted runs a daemon now gone did not finish", resumed)
+        self.resumed += resumed
+        return resumed
 
     def close(self) -> None:
         for handle in self._timers:

@@ -23,6 +23,7 @@ from .access import Access
 from .activations import Activations
 from .changes import Context
 from .config import Config
+from .daemons import BEAT, Heartbeat, Owner
 from .deploy import Deployer
 from .dispatch import Dispatcher
 from .documents import WorkerSpec
@@ -30,7 +31,6 @@ from .errors import EventsError, StoreError, Unauthorized, Unreachable
 from .feed import Feed
 from .followers import ChangesTriggers
 from .httpapi import Api
-from .lease import Owner
 from .registry import Registry
 from .router import Router
 from .runner import Runner
@@ -78,7 +78,9 @@ class Service:
         self.registry = Registry(config, self._worker_changed)
         self.dispatcher = Dispatcher(self.registry, self.supervisor, config.max_chain_depth)
         self.access = Access(config)
-        self.activations = Activations(self.store, config) if config.durable else None
+        self.owner = Owner.this_process()
+        self.heartbeat = Heartbeat(self.store, config.events_db, self.owner)
+        self.activations = Activations(self.store, config, self.owner) if config.durable else None
         self.runs = Runner(self.registry, self.supervisor, self.activations, self.dispatcher)
         self.router = Router(self.dispatcher, self.runs, self, config, self.access)
         self.api = Api(self.router, config.max_body)
@@ -93,7 +95,7 @@ class Service:
                 self.store,
                 self._feed_store,
                 config.events_db,
-                Owner.this_process(),
+                self.owner,
             )
         )
         self.feeds: list[Feed] = []
@@ -103,6 +105,8 @@ class Service:
         self._expirer: asyncio.Task[None] | None = None
         self._schedules: asyncio.Task[None] | None = None
         self._changes: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._adopter: asyncio.Task[None] | None = None
 
     def _fetch_code(self, spec: WorkerSpec) -> dict[str, bytes]:
         return self.store.attachments(self.config.workers_db, spec.name, spec.rev)
@@ -138,11 +142,15 @@ class Service:
             raise StartupError(f"cannot read the events and workers databases: {errors}") from None
         if self.activations is not None:
             try:
+                # Alive first: a daemon starting meanwhile must not take over this one's runs.
+                await loop.run_in_executor(None, self.heartbeat.beat)
                 await self.activations.start()
                 await self.runs.resume()
             except StoreError as exc:
                 raise StartupError(f"activation records: {exc}") from None
             self._expirer = asyncio.create_task(self._expire())
+            self._heartbeat = asyncio.create_task(self.heartbeat.run())
+            self._adopter = asyncio.create_task(self._adopt())
         self._schedules = asyncio.create_task(self.scheduler.run())
         self._changes = asyncio.create_task(self.changes.run())
         if self.listen:
@@ -235,12 +243,23 @@ class Service:
                     log.info("dropped %s: older than activations_retention_days", db)
             await asyncio.sleep(6 * 3600)
 
+    async def _adopt(self) -> None:
+        """Every ``BEAT`` seconds, resume the open runs (accepted at least ``BEAT`` seconds
+        ago) of daemons gone since: another daemon on this CouchDB that died or stopped."""
+        while True:
+            await asyncio.sleep(BEAT)
+            try:
+                await self.runs.resume(before=time.time() - BEAT)
+            except StoreError as exc:
+                log.warning("cannot look for runs of daemons that are gone: %s", exc)
+
     async def stop(self) -> None:
         """Stop every worker process (new requests get 503 meanwhile), stop listening, stop
         following CouchDB. Requests waiting for an answer get theirs (failed) first; runs not
         finished keep their open activation records, for the next start."""
         log.info("stopping")
-        for task in (self._schedules, self._changes, self._sweeper, self._expirer):
+        tasks = (self._schedules, self._changes, self._sweeper, self._expirer, self._adopter)
+        for task in (*tasks, self._heartbeat):
             if task is not None:
                 task.cancel()
         await self.changes.close()  # each finishes the batch it fires, and checkpoints it
@@ -248,6 +267,10 @@ class Service:
         await self.supervisor.close()
         if self.activations is not None:
             await self.activations.close()
+            try:  # its unfinished runs are now for any daemon to resume
+                await asyncio.get_running_loop().run_in_executor(None, self.heartbeat.end)
+            except StoreError as exc:
+                log.warning("cannot tell CouchDB this daemon stopped: %s", exc)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.access.close()

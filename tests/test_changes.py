@@ -15,10 +15,11 @@ import pytest
 from couchdb_events import changes as changes_module
 from couchdb_events import followers
 from couchdb_events.changes import Context, Follower, change_body, seq_number
+from couchdb_events.daemons import Owner
 from couchdb_events.documents import parse_event
 from couchdb_events.errors import Conflict, HTTPError, NotFound
 from couchdb_events.followers import ChangesTriggers
-from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost, Owner
+from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost
 from couchdb_events.sources import parse_changes
 from couchdb_events.store import Changes
 
