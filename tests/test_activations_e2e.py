@@ -464,6 +464,33 @@ def test_runs_cut_off_by_a_stop_stay_open_and_resume(start: StartDaemon, tmp_pat
     stop_and_check(second)
 
 
+# -- two daemons on one CouchDB -------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_daemon_resumes_the_runs_of_another_only_once_it_is_gone(start: StartDaemon) -> None:
+    first = start()
+    first.worker("reply", {"w.py": SLOW_FIRST_PY}, type="python", delegate="w.py", mode="reply")
+    first.event({"_id": "go", "workers": {"reply": {}}})
+    first.wait_loaded("go")
+    status, _h, body = first.fire("/go")
+    assert status == 202, body
+    activation_id = body["runs"][0]["id"]
+    wait_for(lambda: stored_state(first, activation_id) == "running")
+    assert stored(first, activation_id)["daemon"]["pid"] == first.host.proc.pid  # type: ignore[index]
+
+    # Alive: its run is its own, not to be taken over by a daemon starting beside it.
+    second = start(events_db=first.events_db, workers_db=first.workers_db)
+    assert second.status()["activations"]["resumed"] == 0
+    first.host.kill()  # SIGKILL: the run is cut off half-way; its record stays "running"
+    assert stored_state(second, activation_id) == "running"
+
+    # Gone: the other daemon takes it over (it looks every 10 s), as the next attempt.
+    doc = final_record(second, activation_id, timeout=40)
+    assert doc["state"] == "succeeded" and doc["attempt"] == 2, doc
+    assert doc["daemon"]["pid"] == second.host.proc.pid
+    assert second.status()["activations"]["resumed"] == 1
+    stop_and_check(second)
+
+
 # -- a daemon killed half-way ---------------------------------------------------------------------
 TOTAL, KILL_AFTER, CONCURRENCY, PROCESSES = 1000, 500, 32, 2
 
