@@ -5,7 +5,7 @@ several follow the trigger.
 not replicated)::
 
     {"event": "order_paid", "db": "orders", "seq": "42-g1AAA...", "owner": "<host>:<pid>",
-     "host": "<host>", "pid": 4242, "pid_started": 1795912000.1,
+     "daemon": {"id": "<host>:<pid>", "host": "<host>", "pid": 4242, "started": 1795912000.1},
      "lease_until": 1795912345.6, "updated": "2026-...Z"}
 
 Its ``owner`` follows the trigger until ``lease_until``, renewing it; another daemon takes it
@@ -47,7 +47,10 @@ class LeaseLost(Exception):
 
 def owner_gone(doc: Mapping[str, Any], host: str) -> bool:
     """Whether the lease in ``doc`` is held by a process of ``host`` that no longer runs."""
-    return process_gone(doc.get("host"), doc.get("pid"), doc.get("pid_started"), host) is True
+    daemon = doc.get("daemon")
+    if not isinstance(daemon, Mapping):
+        return False
+    return process_gone(daemon.get("host"), daemon.get("pid"), daemon.get("started"), host) is True
 
 
 @dataclass
@@ -88,9 +91,7 @@ class Lease:
             "db": self.db,
             "seq": seq,
             "owner": self.owner.id,
-            "host": self.owner.host,
-            "pid": self.owner.pid,
-            "pid_started": self.owner.started,
+            "daemon": self.owner.fields(),
             "lease_until": now + lease,
             "updated": iso(now),
         }

@@ -266,7 +266,9 @@ def test_a_lease_written_by_another_daemon_is_lost() -> None:
         assert await lease.acquire(start) == (True, 7)
         await lease.save(9)
         doc = state_doc(store)
-        store.put(EVENTS, {**doc, "owner": "other", "host": "elsewhere", "lease_until": 2000.0})
+        store.put(
+            EVENTS, {**doc, "owner": "other", "daemon": {"host": "far"}, "lease_until": 2000.0}
+        )
         with pytest.raises(LeaseLost):
             await lease.save(10)
         assert not lease.held
@@ -384,9 +386,7 @@ def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once() -> No
             db="orders",
             seq=4,
             owner=f"{here}:{pid}",
-            host=here,
-            pid=pid,
-            pid_started=started,
+            daemon={"id": f"{here}:{pid}", "host": here, "pid": pid, "started": started},
             lease_until=2000.0,
         )
         me = Owner(here, 1, 0.0)
