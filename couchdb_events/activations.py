@@ -38,6 +38,7 @@ BATCH = 500  # documents per _bulk_docs request
 RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
 MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
 INDEX_DDOC = "couchdb-events"
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once, not per call
 
 
 # What ``iso`` and ``month_db`` computed last (a run's timestamps mostly share them), each one
@@ -69,7 +70,7 @@ def month_db(prefix: str, timestamp: float) -> str:
 
 def bounded(value: Any, limit: int = MAX_ANSWER) -> Any:
     """``value``, or a note of its size when its JSON is longer than ``limit`` bytes."""
-    text = json.dumps(value, separators=(",", ":"))
+    text = _COMPACT.encode(value)
     if len(text) <= limit:
         return value
     return {"truncated": True, "bytes": len(text), "start": text[:1000]}
