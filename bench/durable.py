@@ -180,16 +180,142 @@ class Result:
         }
 
 
-async def fire_one(session: aiohttp.ClientSession, url: str) -> tuple[str | None, str]:
+class Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection for GET requests, one at a time: the load generator.
+
+    It shares the two cores with what it measures, so it is made cheap: a request is bytes made
+    once, an answer is read by its ``Content-Length`` (what the service always sends) with no
+    more parsing than that. The request carries the headers aiohttp's client sends, so that the
+    activation records (which keep the request's headers) are as large as with aiohttp."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        loop = asyncio.get_running_loop()
+        _transport, connection = await loop.create_connection(lambda: cls(loop), host, port)
+        return connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(ConnectionResetError(str(exc) if exc else "closed by the server"))
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self._buffer[:end].decode("latin-1").split("\r\n")
+        length = None
+        try:
+            status = int(head[0].split(" ", 2)[1])
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                name = name.strip().lower()
+                if name == "content-length":
+                    length = int(value)
+                elif name == "connection" and value.strip().lower() == "close":
+                    self.closed = True
+        except (IndexError, ValueError):
+            self._fail(ValueError(f"unreadable answer head {head[0][:60]!r}"))
+            return
+        if length is None:
+            self._fail(ValueError("an answer without Content-Length"))
+            return
+        if len(self._buffer) < end + 4 + length:
+            return
+        body = bytes(self._buffer[end + 4 : end + 4 + length])
+        del self._buffer[: end + 4 + length]
+        waiter.set_result((status, body))
+
+    def _fail(self, exc: Exception) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+
+    def _timed_out(self) -> None:
+        self._fail(asyncio.TimeoutError(f"no answer within {WAIT + 30} s"))
+
+    async def request(self, data: bytes) -> tuple[int, bytes]:
+        """Send one request (``data``, made by ``get_request``); its status and body."""
+        assert self._transport is not None
+        waiter: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
+        self._waiter = waiter
+        timer = self._loop.call_later(WAIT + 30, self._timed_out)
+        self._transport.write(data)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def get_request(base: str, path: str) -> bytes:
+    """``GET base + path`` as bytes, with the headers of aiohttp's client."""
+    url = urllib.parse.urlsplit(base + path)
+    target = url.path + (f"?{url.query}" if url.query else "")
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: */*\r\n"
+        f"Accept-Encoding: gzip, deflate\r\nUser-Agent: {aiohttp.http.SERVER_SOFTWARE}\r\n\r\n"
+    ).encode("latin-1")
+
+
+class Client:
+    """Keep-alive connections to the service, as many as requests at once; a connection that
+    failed or was closed is replaced by a new one for the next request."""
+
+    def __init__(self, service: Service) -> None:
+        url = urllib.parse.urlsplit(service.base)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.base = service.base
+        self.idle: list[Connection] = []
+
+    async def get(self, data: bytes) -> tuple[int, bytes]:
+        """One request on an idle connection (a new one when none is idle)."""
+        while self.idle and self.idle[-1].closed:
+            self.idle.pop()
+        connection = self.idle.pop() if self.idle else await Connection.open(self.host, self.port)
+        try:
+            answer = await connection.request(data)
+        finally:
+            if connection.closed:
+                connection.close()
+            else:
+                self.idle.append(connection)
+        return answer
+
+    def close(self) -> None:
+        for connection in self.idle:
+            connection.close()
+        self.idle.clear()
+
+
+async def fire_one(client: Client, data: bytes) -> tuple[str | None, str]:
     """One event without waiting for its run: (None, run id) for a 202, else (error kind, "")."""
     try:
-        async with session.get(url) as response:
-            body = await response.read()
-            if response.status != 202:
-                text = body[:120].decode(errors="replace").strip()
-                return f"HTTP {response.status}: {text}", ""
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        status, body = await client.get(data)
+    except (OSError, ValueError, asyncio.TimeoutError) as exc:
         return f"{type(exc).__name__}: {exc}"[:160], ""
+    if status != 202:
+        text = body[:120].decode(errors="replace").strip()
+        return f"HTTP {status}: {text}", ""
     try:
         runs = json.loads(body)["runs"]
         if len(runs) != 1 or runs[0]["worker"] != WORKER:
@@ -199,42 +325,40 @@ async def fire_one(session: aiohttp.ClientSession, url: str) -> tuple[str | None
         return f"unreadable answer ({type(exc).__name__}: {exc})"[:160], ""
 
 
-async def fire(
-    session: aiohttp.ClientSession, url: str, events: int, concurrency: int, result: Result
-) -> None:
+async def fire(client: Client, events: int, concurrency: int, result: Result) -> None:
     """``events`` requests from ``concurrency`` clients; latencies and errors into ``result``."""
     remaining = iter(range(events))
+    data = get_request(client.base, WORKER)
 
-    async def client() -> None:
+    async def one_client() -> None:
         for _ in remaining:  # the iterator is shared: each request is taken exactly once
             sent = time.perf_counter()
-            error, run_id = await fire_one(session, url)
+            error, run_id = await fire_one(client, data)
             if error is None:
                 result.latencies.append(time.perf_counter() - sent)
                 result.run_ids.append(run_id)
             else:
                 result.errors[error] += 1
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
 
 
-async def warm_up(session: aiohttp.ClientSession, service: Service, requests: int) -> None:
+async def warm_up(client: Client, requests: int) -> None:
     """Start the worker's processes and open the connections: ``requests`` runs, waited for."""
-    url = f"{service.base}{WORKER}?wait={WAIT}"
+    data = get_request(client.base, f"{WORKER}?wait={WAIT}")
     errors: collections.Counter[str] = collections.Counter()
 
     async def one() -> None:
         try:
-            async with session.get(url) as response:
-                await response.read()
-                if response.status != 200:
-                    errors[f"HTTP {response.status}"] += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            status, _body = await client.get(data)
+            if status != 200:
+                errors[f"HTTP {status}"] += 1
+        except (OSError, ValueError, asyncio.TimeoutError) as exc:
             errors[type(exc).__name__] += 1
 
     await asyncio.gather(*(one() for _ in range(requests)))
     if errors:
-        print(f"warm-up errors ({service.name}): {dict(errors)}", file=sys.stderr)
+        print(f"warm-up errors: {dict(errors)}", file=sys.stderr)
 
 
 def counters(status: dict[str, Any] | None) -> tuple[int, int, dict[str, Any]]:
@@ -264,18 +388,19 @@ async def measure(
     args: argparse.Namespace, service: Service, couch_url: str, couch_pid: int, result: Result
 ) -> None:
     loop = asyncio.get_running_loop()
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    timeout = aiohttp.ClientTimeout(total=WAIT + 30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await warm_up(session, service, max(4 * args.processes, args.concurrency))
+    client = Client(service)
+    try:
+        await warm_up(client, max(4 * args.processes, args.concurrency))
         succeeded0, failed0, activations0 = counters(
             await loop.run_in_executor(None, service.status)
         )
         cpu0 = cpu_snapshot(service, couch_pid)
         started = time.perf_counter()
-        await fire(session, f"{service.base}{WORKER}", args.events, args.concurrency, result)
+        await fire(client, args.events, args.concurrency, result)
         result.wall = time.perf_counter() - started
         result.cpu = cpu_since(cpu0, cpu_snapshot(service, couch_pid))
+    finally:
+        client.close()
 
     # End to end: wait until every accepted run has its outcome (and, durable, its record).
     target = result.accepted

@@ -23,12 +23,13 @@ from .router import Answer, Router, error_answer
 log = logs.get("http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once, not per answer
 
 
 def json_response(answer: Answer) -> web.Response:
     return web.Response(
         status=answer.status,
-        body=json.dumps(answer.body, separators=(",", ":")).encode() + b"\n",
+        body=_COMPACT.encode(answer.body).encode() + b"\n",
         content_type="application/json",
         headers=answer.headers,
     )

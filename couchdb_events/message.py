@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +15,18 @@ HIDDEN_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 # The chain depth of the run a request comes from; in a message, the depth of that run, for
 # the worker to pass on with requests of its own.
 CHAIN_HEADER = "X-Couchdb-Events-Chain"
+# Made once (``json.dumps`` with options builds an encoder per call); encoding is thread-safe.
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_LINE_ASCII = json.JSONEncoder(separators=(",", ":"))
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A random (version 4) UUID as 32 hex digits, what ``uuid.uuid4().hex`` gives, without
+    building the ``UUID`` object."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def worker_request(
@@ -105,9 +113,9 @@ class Message:
             "chain": self.chain,
         }
         try:
-            return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+            return _LINE.encode(body).encode() + b"\n"
         except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: keep it escaped
-            return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+            return _LINE_ASCII.encode(body).encode() + b"\n"
 
     def started(self) -> None:
         """The message was written to a worker process."""

@@ -134,7 +134,9 @@ class Router:
             raise
         user = await self._user(request, required=needs_user(self._config, events))
         check_events(self._config, events, user)
-        fired = self._dispatcher.prepare(replace(request, user=user), events)
+        if user is not request.user:
+            request = replace(request, user=user)
+        fired = self._dispatcher.prepare(request, events)
         await self._runner.run(fired.runs)
         runs: list[dict[str, Any]] = [
             {"id": m.id, "event": m.event, "worker": m.worker} for m in fired.messages
