@@ -99,6 +99,7 @@ class _Writer:
     # Set when a record someone waits for (an ``accepted`` one) is queued, or to flush (close).
     urgent: asyncio.Event = field(default_factory=asyncio.Event)
     flushing: bool = False  # closing: nothing lingers any more
+    busy: bool = False  # a _bulk_docs request is in flight
 
 
 class Activations:
@@ -126,7 +127,10 @@ class Activations:
         deadline = time.monotonic() + timeout
         self._writer.flushing = True
         self._writer.urgent.set()
-        while self._writer.queue and time.monotonic() < deadline and self.last_error is None:
+        writer = self._writer
+        while (writer.queue or writer.busy) and time.monotonic() < deadline:
+            if self.last_error is not None and not writer.busy:
+                break  # CouchDB refuses: what waits stays open, for the next start
             await asyncio.sleep(0.02)
         if self._task is not None:
             self._task.cancel()
@@ -245,6 +249,7 @@ class Activations:
                     del writer.queue[activation_id]
                 if writer.queue:  # more than a batch waiting: the rest goes out right after
                     writer.urgent.set()
+                writer.busy = True
                 try:
                     await self._write(ids)
                 except asyncio.CancelledError:
@@ -254,9 +259,12 @@ class Activations:
                         log.exception("writing activation records failed")
                         exc = StoreError(f"{type(exc).__name__}: {exc}")
                     self._failed(ids, exc)
+                    writer.busy = False
                     await asyncio.sleep(delay)
                     delay = min(RETRY_CAP, delay * 2)
                     continue
+                finally:
+                    writer.busy = False
                 delay = RETRY_FIRST
                 self.last_error = None
 

@@ -119,7 +119,25 @@ def test_close_writes_lingering_updates_at_once(monkeypatch: pytest.MonkeyPatch)
         await records.close()
         assert time.monotonic() - began < 1.0
         assert records.backlog == 0
-        await written(store, 2)  # close does not wait for the write in flight to be answered
-        assert store.writes[1] == [(first.id, "failed")]
+        assert store.writes[1] == [(first.id, "failed")]  # answered before close returned
+
+    asyncio.run(main())
+
+
+def test_close_waits_for_the_write_in_flight() -> None:
+    class SlowStore(FakeStore):
+        def bulk_docs(self, db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            time.sleep(0.3)
+            return super().bulk_docs(db, docs)
+
+    async def main() -> None:
+        store = SlowStore()
+        records = await started(store)
+        first = message()
+        accepting = asyncio.create_task(records.accept([first], {}))
+        await asyncio.sleep(0.05)  # the accepted record's write is in flight
+        await records.close()
+        assert store.writes == [[(first.id, "accepted")]]
+        await asyncio.wait_for(accepting, 1.0)  # and its 202 was not left hanging
 
     asyncio.run(main())
