@@ -17,6 +17,7 @@ log = logs.get("changes")
 
 TICK = 0.5  # seconds between looks at the registry
 STOP_WAIT = 2.0  # seconds a stopping follower may take to finish its batch
+RESTART_DELAY = 5.0  # seconds before a follower that failed is started again
 
 
 @dataclass
@@ -60,10 +61,15 @@ class ChangesTriggers:
             await follower.run()
         except asyncio.CancelledError:
             raise
-        except Exception:  # never let one trigger's bug stop the others: start it again
-            log.exception("changes trigger of event %s failed", follower.event_id)
-            self.followers.pop(follower.event_id, None)
-            self._tasks.pop(follower.event_id, None)
+        except Exception as exc:  # never let one trigger's bug stop the others: start it again
+            log.exception("changes trigger of event %s failed; starting it again in %g s",
+                          follower.event_id, RESTART_DELAY)  # fmt: skip
+            follower.state = "failed"
+            follower.last_error = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(RESTART_DELAY)  # shown in status meanwhile
+            if self.followers.get(follower.event_id) is follower:  # not replaced meanwhile
+                del self.followers[follower.event_id]
+                del self._tasks[follower.event_id]
 
     async def _end(self, follower: Follower, task: asyncio.Task[None]) -> None:
         try:

@@ -401,3 +401,31 @@ def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once() -> No
     assert asyncio.run(attempt(int(ended.stdout), 1.0)) == (True, 4)  # gone
     assert asyncio.run(attempt(os.getpid(), alive)) == (False, 4)  # still running
     assert asyncio.run(attempt(os.getpid(), alive - 50)) == (True, 4)  # a pid used again
+
+
+def test_a_follower_that_fails_is_shown_and_started_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(followers, "RESTART_DELAY", 0.1)
+
+    class Broken(FakeDispatch):
+        async def run(self, runs: list[Any]) -> None:
+            raise RuntimeError("a bug")
+
+    async def main() -> None:
+        store, dispatch = FakeStore(), Broken()
+        store.batches = [Changes([row("a", 8)], 8)]
+        manager = ChangesTriggers(context(store, dispatch))
+        manager.sync()
+        first = manager.followers["on_order"]
+        await until(lambda: manager.status()["on_order"]["state"] == "failed")
+        assert manager.status()["on_order"]["last_error"] == "RuntimeError: a bug"
+        assert state_doc(store)["lease_until"] == 1000.0  # given back on the way out
+
+        def restarted() -> bool:
+            manager.sync()
+            return manager.followers.get("on_order") not in (None, first)
+
+        await until(restarted)
+        store.idle.set()
+        await manager.close()
+
+    asyncio.run(main())
