@@ -123,19 +123,27 @@ class DaemonHost:
 
     def kill(self) -> None:
         """Last-resort clean-up: the daemon's session, then every process it ever had."""
+        kill_host(self.proc, self.survivors(), self._threads)
+
+
+def kill_host(
+    proc: subprocess.Popen[bytes], leftovers: list[int], threads: list[threading.Thread]
+) -> None:
+    """Kill a host process's session and the sessions of ``leftovers`` (processes it had),
+    wait for it, join its reader threads and close its pipes."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in leftovers:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in self.survivors():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    for thread in threads:
+        thread.join(timeout=5)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 def note_tree(pid: int, seen: set[int]) -> None:

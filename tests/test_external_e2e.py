@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from typing import Any
 import pytest
 
 from couchdb_events.embedded import free_port
-from tests.daemon_host import note_tree, survivors
+from tests.daemon_host import kill_host, note_tree, survivors
 from tests.docs import put_doc, put_worker
 
 pytestmark = pytest.mark.e2e
@@ -127,19 +126,7 @@ class ExternalHost:
 
     def kill(self) -> None:
         """Last-resort clean-up: the process's session, then every process it ever had."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for pid in self.survivors():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        kill_host(self.proc, self.survivors(), self._threads)
 
 
 def _is_response(value: Any) -> bool:
