@@ -27,7 +27,7 @@ from typing import Any
 from . import logs
 from .config import Config
 from .daemons import Liveness, Owner
-from .errors import HTTPError, NotFound, StoreError
+from .errors import AlreadyFired, HTTPError, NotFound, StoreError
 from .message import Message, Outcome
 from .store import Store
 
@@ -41,6 +41,7 @@ RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
 # record to share their ``_bulk_docs`` request, when no record is waiting for its 202: a final
 # state reaches CouchDB that much later, and a burst makes about half as many requests.
 LINGER = 0.03
+GRACE = 1.0  # seconds past couchdb_timeout that a fire may wait for its record to be stored
 MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
 INDEX_DDOC = "couchdb-events"
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once, not per call
@@ -100,6 +101,7 @@ class _Writer:
     urgent: asyncio.Event = field(default_factory=asyncio.Event)
     flushing: bool = False  # closing: nothing lingers any more
     busy: bool = False  # a _bulk_docs request is in flight
+    in_flight: frozenset[str] = frozenset()  # the ids it writes
 
 
 class Activations:
@@ -183,12 +185,30 @@ class Activations:
             stored: asyncio.Future[None] = loop.create_future()
             self._writer.records[message.id] = _Record(db, doc, stored=stored)
             self._enqueue(message.id)
-            futures.append(stored)
+            futures.append((message.id, stored))
         self._writer.urgent.set()
-        if len(futures) == 1:
-            await futures[0]
-        elif futures:
-            await asyncio.gather(*futures)
+        await self._stored(futures)
+
+    async def _stored(self, futures: list[tuple[str, asyncio.Future[None]]]) -> None:
+        """Wait until every record is stored; after ``couchdb_timeout`` (and a little), records
+        not yet on their way to CouchDB (the writer still busy with an earlier request) are
+        taken back and the caller gets its 503: a fire never waits behind the writer's
+        retries."""
+        waiting = asyncio.gather(*(future for _id, future in futures))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), self.config.couchdb_timeout + GRACE)
+            return
+        except asyncio.TimeoutError:
+            pass
+        writer = self._writer
+        if not any(activation_id in writer.in_flight for activation_id, _f in futures):
+            error = _unavailable(StoreError(self.last_error or "CouchDB did not answer in time"))
+            for activation_id, future in futures:
+                writer.queue.pop(activation_id, None)
+                if writer.records.get(activation_id) is not None and not future.done():
+                    del writer.records[activation_id]  # never acknowledged: forget it
+                    future.set_exception(error)
+        await waiting  # being written: its answer (or timeout) decides
 
     def adopt(self, db: str, doc: dict[str, Any]) -> None:
         """Take over a record read back from CouchDB (resuming after a restart)."""
@@ -249,7 +269,7 @@ class Activations:
                     del writer.queue[activation_id]
                 if writer.queue:  # more than a batch waiting: the rest goes out right after
                     writer.urgent.set()
-                writer.busy = True
+                writer.busy, writer.in_flight = True, frozenset(ids)
                 try:
                     await self._write(ids)
                 except asyncio.CancelledError:
@@ -259,14 +279,23 @@ class Activations:
                         log.exception("writing activation records failed")
                         exc = StoreError(f"{type(exc).__name__}: {exc}")
                     self._failed(ids, exc)
-                    writer.busy = False
-                    await asyncio.sleep(delay)
+                    writer.busy, writer.in_flight = False, frozenset()
+                    await self._back_off(delay)
                     delay = min(RETRY_CAP, delay * 2)
                     continue
                 finally:
-                    writer.busy = False
+                    writer.busy, writer.in_flight = False, frozenset()
                 delay = RETRY_FIRST
                 self.last_error = None
+
+    async def _back_off(self, delay: float) -> None:
+        """After a failed write: wait ``delay`` before writing updates again, but write at once
+        when an accepted record comes (its caller waits for this one attempt, not for the
+        back-off)."""
+        try:
+            await asyncio.wait_for(self._writer.urgent.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
 
     async def _linger(self) -> None:
         """Only updates are queued: wait up to ``LINGER`` for an accepted record to join them."""
@@ -294,21 +323,46 @@ class Activations:
                 if not self._written(doc, result)
             ]
             for activation_id in conflicts:
-                # Someone else wrote it (another daemon resuming, a lost answer): take their
-                # revision and write ours over it.
-                rev = await loop.run_in_executor(None, self._current_rev, db, activation_id)
-                again = records.get(activation_id)
-                if again is not None:
-                    again.doc["_rev"] = rev
-                    if rev is None:
-                        again.doc.pop("_rev")
-                    self._enqueue(activation_id)
+                current = await loop.run_in_executor(None, self._current, db, activation_id)
+                self._resolve(activation_id, current)
 
-    def _current_rev(self, db: str, activation_id: str) -> str | None:
+    def _current(self, db: str, activation_id: str) -> dict[str, Any] | None:
         try:
-            return str(self.store.get(db, activation_id)["_rev"])
+            return self.store.get(db, activation_id)
         except NotFound:
             return None
+
+    def _resolve(self, activation_id: str, current: dict[str, Any] | None) -> None:
+        """A write of ours met a record already there (``current``, None if gone since)."""
+        record = self._writer.records.get(activation_id)
+        if record is None:
+            return
+        waiting = record.stored is not None and not record.stored.done()
+        if current is not None and waiting:
+            if _same(current, record.doc):  # our own write, whose answer was lost on the way: it is stored
+                record.doc["_rev"] = current["_rev"]
+                self._written(dict(record.doc), {"ok": True, "rev": current["_rev"]})
+                return
+            if current.get("state") != "rejected":  # a fire another daemon stored first
+                assert record.stored is not None
+                del self._writer.records[activation_id]
+                self._writer.queue.pop(activation_id, None)
+                daemon = current.get("daemon")
+                by = daemon.get("id") if isinstance(daemon, dict) else None
+                record.stored.set_exception(
+                    AlreadyFired(
+                        f"run {activation_id} of event {record.doc.get('event')!r} was fired "
+                        f"already{f' by daemon {by}' if by else ''}"
+                    )
+                )
+                return
+        # An update met another daemon's write (it resumed the run), or a refused fire is fired
+        # again: take their revision and write ours over it.
+        if current is None:
+            record.doc.pop("_rev", None)
+        else:
+            record.doc["_rev"] = current["_rev"]
+        self._enqueue(activation_id)
 
     def _written(self, doc: dict[str, Any], result: dict[str, Any]) -> bool:
         """Take in one result of a batch; False for a conflict to resolve."""
@@ -440,6 +494,13 @@ class Activations:
                 self._known_dbs.discard(db)
                 dropped.append(db)
         return dropped
+
+
+def _same(stored: dict[str, Any], doc: dict[str, Any]) -> bool:
+    """Whether ``stored`` is ``doc`` as written (revisions aside)."""
+    return {k: v for k, v in stored.items() if k != "_rev"} == {
+        k: v for k, v in doc.items() if k != "_rev"
+    }
 
 
 def _parse_iso(text: str) -> float | None:

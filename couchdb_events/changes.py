@@ -11,12 +11,14 @@ from the peer ``changes``, with the change row as the body plus the database's n
 One ``Follower`` per such event reads the database's ``_changes`` (a batch at a time, then
 long-polling), fires a batch's changes (all at once, so that their activation records share
 group commits), and only when every one of them is accepted moves its checkpoint, kept with a
-lease in a ``_local`` document of the events database (``lease.py``). After a restart it goes
-on from there: no change is missed, and in normal operation none fires twice (a daemon killed
-between accepting and checkpointing fires that batch's accepted changes again: at least
-once). A change whose firing is refused (a full queue, a missing worker) is retried with
-back-off, holding the checkpoint before it. With several daemons on one CouchDB, the one
-holding the lease follows the trigger and the others wait in ``standby``.
+lease in the state database (``lease.py``). After a restart it goes on from there: no change is
+missed, and in normal operation none fires twice. A daemon killed between accepting and
+checkpointing fires that batch's changes again, but with ``durable`` on their runs' ids derive
+from the event, the database, the document and its revision, so CouchDB refuses the second
+record of each and nothing runs twice (without ``durable``: at least once). A change whose
+firing is refused (a full queue, a missing worker) is retried with back-off, holding the
+checkpoint before it. With several daemons on one CouchDB, the one holding the lease follows
+the trigger and the others wait in ``standby``.
 
 ``ChangesTriggers`` (``followers.py``) starts, restarts and stops followers as event documents
 change.
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import logs
 from .daemons import Owner
-from .errors import EventsError, HTTPError, NotFound, StoreError
+from .errors import AlreadyFired, EventsError, HTTPError, NotFound, StoreError
 from .lease import RENEW, Lease, LeaseLost, blocking
 from .registry import Registry
 from .request import Request
@@ -65,6 +67,21 @@ def seq_number(seq: Any) -> int | None:
         head = seq.split("-", 1)[0]
         return int(head) if head.isdigit() else None
     return None
+
+
+def change_origin(event_id: str, db: str, change: dict[str, Any]) -> str | None:
+    """What names one change's fire: the event, the database, the document and its revision
+    (None when the change row names no revision)."""
+    revs = change.get("changes")
+    rev = (
+        revs[0].get("rev")
+        if isinstance(revs, list) and revs and isinstance(revs[0], dict)
+        else None
+    )
+    doc_id = change.get("id")
+    if not isinstance(rev, str) or not isinstance(doc_id, str):
+        return None
+    return "\0".join(("changes", event_id, db, doc_id, rev))
 
 
 def change_body(db: str, change: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +129,7 @@ class Context:
     store: Store  # state documents (short calls)
     feed_store: Store  # long-polls: its socket timeout outlasts LONGPOLL_MS
     events_db: str
+    state_db: str
     owner: Owner
     clock: Callable[[], float] = time.time
 
@@ -138,7 +156,13 @@ class Follower:
     def __post_init__(self) -> None:
         ctx = self.ctx
         self.lease = Lease(
-            ctx.store, ctx.events_db, self.event_id, self.trigger.db, ctx.owner, ctx.clock
+            ctx.store,
+            ctx.state_db,
+            ctx.events_db,
+            self.event_id,
+            self.trigger.db,
+            ctx.owner,
+            ctx.clock,
         )
 
     # -- the loop -----------------------------------------------------------------------
@@ -165,8 +189,8 @@ class Follower:
                         self._next = batch.last_seq
                         await self._checkpoint(self._next)
                         await self._measure(batch)
-                except LeaseLost:
-                    self._lost()
+                except LeaseLost as exc:
+                    self._lost(exc)
                 except StoreError as exc:
                     self._failed(exc, backoff)
                     await self._pause(backoff)
@@ -223,8 +247,8 @@ class Follower:
             await asyncio.sleep(RENEW / 2)
             try:
                 await self.lease.renew()
-            except LeaseLost:
-                self.state = "standby"  # the loop sees it before firing more
+            except LeaseLost as exc:
+                self._lost(exc)  # the loop sees it before firing more
             except StoreError as exc:
                 log.warning("changes trigger of event %s: cannot renew its lease: %s",
                             self.event_id, exc)  # fmt: skip
@@ -237,9 +261,15 @@ class Follower:
             log.warning("changes trigger of event %s: cannot give back its lease: %s",
                         self.event_id, exc)  # fmt: skip
 
-    def _lost(self) -> None:
+    def _lost(self, exc: LeaseLost) -> None:
+        if self.state == "standby":
+            return  # said already
         self.state = "standby"
-        log.warning("changes trigger of event %s: another daemon took it over", self.event_id)
+        by = f"daemon {exc.holder}" if exc.holder else "another daemon"
+        self.last_error = f"lost its lease to {by}: stopped following {self.trigger.db}"
+        log.warning("changes trigger of event %s: lost its lease to %s (this daemon was held up "
+                    "past it, or could not renew it): it no longer follows %s", self.event_id,
+                    by, self.trigger.db)  # fmt: skip
 
     # -- reading and firing ---------------------------------------------------------------
     async def _fetch(self) -> Changes | None:
@@ -312,11 +342,17 @@ class Follower:
         if spec is None or spec.disabled or spec.error:
             return f"event {self.event_id!r} is deleted, disabled or invalid"
         request = Request(
-            "POST", f"/{self.event_id}", body=change_body(self.trigger.db, change), peer="changes"
+            "POST",
+            f"/{self.event_id}",
+            body=change_body(self.trigger.db, change),
+            peer="changes",
+            origin=change_origin(self.event_id, self.trigger.db, change),
         )
         try:
             fired = self.ctx.dispatcher.prepare(request, [spec])
             await self.ctx.runner.run(fired.runs)
+        except AlreadyFired:
+            return None  # another daemon (or this one, before a restart) fired it: done
         except HTTPError as exc:
             return exc.reason
         except EventsError as exc:

@@ -163,6 +163,7 @@ class Config:
     max_chain_depth: int = 8
     durable: bool = True
     activations_db: str = ""  # empty: <events_db>_activations
+    state_db: str = ""  # empty: <events_db>_state
     activations_retention_days: int = 30
     require_valid_user: bool = False
     status_access: str = "admin"
@@ -175,6 +176,8 @@ class Config:
     def __post_init__(self) -> None:
         if not self.activations_db:
             object.__setattr__(self, "activations_db", f"{self.events_db}_activations")
+        if not self.state_db:
+            object.__setattr__(self, "state_db", f"{self.events_db}_state")
 
     @property
     def display_url(self) -> str:
@@ -233,6 +236,7 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "max_chain_depth": _positive_int,
     "durable": _boolean,
     "activations_db": _db_name,
+    "state_db": _db_name,
     "activations_retention_days": _positive_int,
     "require_valid_user": _boolean,
     "status_access": _status_access,

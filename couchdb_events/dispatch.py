@@ -19,7 +19,7 @@ from . import logs
 from .documents import EventSpec, WorkerSpec
 from .errors import HTTPError
 from .matching import build_arguments, find_events, match_event, request_parameters
-from .message import CHAIN_HEADER, Message, new_id, worker_request
+from .message import CHAIN_HEADER, Message, derived_id, new_id, worker_request
 from .registry import Registry
 from .request import Request
 from .supervisor import Supervisor
@@ -114,8 +114,10 @@ class Dispatcher:
                     request.user,
                     depth,
                 )
+                number = len(runs)
+                run_id = new_id() if request.origin is None else derived_id(request.origin, number)
                 message = Message(
-                    new_id(),
+                    run_id,
                     event.id,
                     name,
                     arguments,

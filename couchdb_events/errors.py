@@ -62,3 +62,11 @@ class HTTPError(EventsError):
         self.error = error
         self.reason = reason
         self.headers = headers or {}
+
+
+class AlreadyFired(HTTPError):
+    """Another daemon (or an earlier attempt) stored this fire's activation record first: the
+    fire is done, not to be run again (``message.derived_id``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(409, "conflict", reason)

@@ -1,8 +1,8 @@
 """A changes trigger's state document: its checkpoint, and the lease that lets one daemon of
 several follow the trigger.
 
-``_local/couchdb-events-changes-<event id>`` in the events database (``_local`` documents are
-not replicated)::
+``changes:<event id>`` in the state database (``state.py``: an ordinary document, whose
+revision CouchDB checks)::
 
     {"event": "order_paid", "db": "orders", "seq": "42-g1AAA...", "owner": "<host>:<pid>",
      "daemon": {"id": "<host>:<pid>", "host": "<host>", "pid": 4242, "started": 1795912000.1},
@@ -11,9 +11,12 @@ not replicated)::
 Its ``owner`` follows the trigger until ``lease_until``, renewing it; another daemon takes it
 only once it has run out (or was given back, ``lease_until`` now, at a clean stop). Every write
 goes from the revision last seen, so a conflict means another daemon wrote it first: it holds
-the trigger now (``LeaseLost``). A lease whose owner is a process of this host that no longer
-runs (a daemon killed and started again) is taken over at once, without waiting for it to run
-out.
+the trigger now (``LeaseLost``), and a holder that was paused past its lease (a stalled VM)
+finds that out at its next write, before it fires anything more: the follower renews before
+each batch whenever the lease is near its end. The checkpoint moves only with the lease, so a
+slower daemon can never move it back. A lease whose owner is a process of this host that no
+longer runs (a daemon killed and started again) is taken over at once, without waiting for it
+to run out.
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from . import state
 from .daemons import Owner, process_gone
-from .errors import Conflict, NotFound
+from .errors import Conflict
 from .schedule import iso
 from .store import Store
 
 T = TypeVar("T")
 
-STATE_PREFIX = "_local/couchdb-events-changes-"
+KIND = "changes"
 LEASE = 30.0  # seconds a lease lasts without renewing
 RENEW = 10.0  # seconds between renewals
 
@@ -42,7 +46,12 @@ async def blocking(fn: Callable[..., T], *args: Any) -> T:
 
 
 class LeaseLost(Exception):
-    """Another daemon wrote the state document: it follows the trigger now."""
+    """Another daemon wrote the state document: it follows the trigger now (``holder``, when
+    known)."""
+
+    def __init__(self, holder: str | None = None) -> None:
+        super().__init__(holder)
+        self.holder = holder
 
 
 def owner_gone(doc: Mapping[str, Any], host: str) -> bool:
@@ -56,7 +65,8 @@ def owner_gone(doc: Mapping[str, Any], host: str) -> bool:
 @dataclass
 class Lease:
     store: Store
-    events_db: str
+    state_db: str
+    events_db: str  # where earlier versions kept it (``state.read``)
     event_id: str
     db: str  # the watched database: a checkpoint of another database does not count
     owner: Owner
@@ -71,16 +81,26 @@ class Lease:
 
     @property
     def doc_id(self) -> str:
-        return STATE_PREFIX + self.event_id
+        return state.doc_id(KIND, self.event_id)
 
     async def _read(self) -> dict[str, Any] | None:
-        try:
-            doc = await blocking(self.store.get, self.events_db, self.doc_id)
-        except NotFound:
-            self._rev = None
-            return None
-        self._rev = str(doc.get("_rev"))
+        doc = await blocking(
+            state.read, self.store, self.state_db, self.events_db, KIND, self.event_id
+        )
+        rev = doc.get("_rev") if doc is not None else None
+        self._rev = str(rev) if rev is not None else None
         return doc
+
+    async def _lost(self) -> LeaseLost:
+        """After a conflict: the lease is not ours; who holds it now, if CouchDB says."""
+        self.held = False
+        try:
+            doc = await self._read()
+        except Exception:  # only for the message: the lease is lost either way
+            return LeaseLost(None)
+        owner = doc.get("owner") if doc else None
+        self.holder = str(owner) if owner is not None else None
+        return LeaseLost(self.holder)
 
     async def _write(self, seq: Any, lease: float) -> None:
         """From the revision last seen; raises ``Conflict`` if another daemon wrote first."""
@@ -97,7 +117,16 @@ class Lease:
         }
         if self._rev is not None:
             doc["_rev"] = self._rev
-        self._rev = await blocking(self.store.put, self.events_db, doc)
+        try:
+            self._rev = await blocking(self.store.put, self.state_db, doc)
+        except Conflict:
+            current = await self._read()
+            # Our own write, whose answer was lost on the way (and sent again)?
+            mine = {k: v for k, v in (current or {}).items() if k != "_rev"} == {
+                k: v for k, v in doc.items() if k != "_rev"
+            }
+            if not mine:
+                raise
         self.until, self.written, self.seq = now + lease, now, seq
 
     async def acquire(self, start: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
@@ -135,8 +164,7 @@ class Lease:
             try:
                 await self._write(seq, LEASE)
             except Conflict:
-                self.held = False
-                raise LeaseLost from None
+                raise await self._lost() from None
 
     def due(self) -> bool:
         """Whether the lease needs renewing before more changes are fired."""
@@ -151,12 +179,14 @@ class Lease:
             try:
                 await self._write(self.seq, LEASE)
             except Conflict:
-                self.held = False
-                raise LeaseLost from None
+                raise await self._lost() from None
 
     async def give_back(self, seq: Any) -> None:
         """At a stop: the checkpoint stays, the lease ends now."""
         async with self._lock:
             if self.held:
                 self.held = False
-                await self._write(seq, 0.0)
+                try:
+                    await self._write(seq, 0.0)
+                except Conflict:
+                    pass  # another daemon holds it already: nothing to give back

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -27,6 +28,14 @@ def new_id() -> str:
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
     return raw.hex()
+
+
+def derived_id(origin: str, number: int) -> str:
+    """The id of run ``number`` of the fire ``origin`` names: 32 hex digits, like ``new_id``,
+    the same in every daemon, so that two daemons firing it both write the same activation
+    record id and CouchDB keeps only the first."""
+    key = f"{origin}\0{number}".encode()
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 def worker_request(

@@ -26,6 +26,10 @@ class Request:
     body: Any = None
     peer: str | None = None
     user: dict[str, Any] | None = None
+    # What fired it, when that names one fire (a schedule's fire time, a change's document
+    # and revision): its runs' ids derive from it, so that CouchDB refuses a second record of
+    # the same fire by another daemon (see ``message.derived_id``).
+    origin: str | None = None
 
 
 def strip_prefix(path: str) -> str:

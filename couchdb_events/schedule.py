@@ -3,11 +3,18 @@
 A fire at time T runs every worker of the event, like ``POST /_events/<event id>`` with the body
 ``{"scheduled": "<T, ISO>"}`` from the peer ``schedule``, through the dispatcher and runner.
 
-The last fire is kept in the events database's ``_local/couchdb-events-schedule-<event id>``
-document (``_local`` documents are not replicated). Several daemons on one CouchDB fire each
-time once: before firing T a daemon updates that document from the revision it last saw to
-``{"last_fire": T}``; a conflict means another daemon changed it first, so it reads it again
-and fires T only if the document's last fire is still before T.
+The last fire is kept in the state database's ``schedule:<event id>`` document
+(``state.py``). Several daemons on one CouchDB fire each time once:
+
+* with ``durable`` on, the runs of fire T have ids derived from the event and T
+  (``message.derived_id``): every daemon fires T, and CouchDB keeps the activation record of
+  the first to store it and refuses the others' (``AlreadyFired``). The record is stored before
+  anything runs, so a daemon killed right after is resumed by another one: each fire runs
+  exactly once. The winner then moves the document to ``{"last_fire": T}``.
+* without it, before firing T a daemon moves that document from the revision it last saw to
+  ``{"last_fire": T}``; a conflict means another daemon changed it first, so it reads it again
+  and fires T only if the document's last fire is still before T (at most once: a daemon
+  killed between its claim and its fire loses that fire).
 
 After downtime, ``catch_up`` says what happens to the fires missed since the last one: ``skip``
 (the default: the next fire after now), ``once`` (one fire for all of them) or ``all`` (each,
@@ -30,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from croniter import croniter
 
-from . import logs
+from . import logs, state
 from .documents import EventSpec
-from .errors import Conflict, EventsError, HTTPError, NotFound, StoreError
+from .errors import AlreadyFired, Conflict, EventsError, HTTPError, StoreError
 from .registry import Registry
 from .request import Request
 from .sources import Schedule
@@ -44,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logs.get("schedule")
 
-STATE_PREFIX = "_local/couchdb-events-schedule-"
+KIND = "schedule"
 TICK = 0.5  # seconds between looks at the registry
 
 
@@ -128,7 +135,9 @@ class Scheduler:
     dispatcher: Dispatcher
     runner: Runner
     store: Store
-    db: str
+    db: str  # the state database
+    events_db: str  # where earlier versions kept the last fire (``state.read``)
+    durable: bool = False
     clock: Callable[[], float] = time.time
     followed: dict[str, _Followed] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -170,14 +179,16 @@ class Scheduler:
 
     async def _read_state(self, event_id: str) -> tuple[str | None, float | None]:
         loop = asyncio.get_running_loop()
-        try:
-            doc = await loop.run_in_executor(None, self.store.get, self.db, STATE_PREFIX + event_id)
-        except NotFound:
+        doc = await loop.run_in_executor(
+            None, state.read, self.store, self.db, self.events_db, KIND, event_id
+        )
+        if doc is None:
             return None, None
+        rev = str(doc["_rev"]) if "_rev" in doc else None
         last = doc.get("last_fire_time")
         if isinstance(last, (int, float)) and not isinstance(last, bool):
-            return str(doc.get("_rev")), float(last)
-        return str(doc.get("_rev")), None
+            return rev, float(last)
+        return rev, None
 
     async def _tick_one(self, event_id: str, spec: EventSpec) -> None:
         assert spec.schedule is not None
@@ -194,7 +205,12 @@ class Scheduler:
         if followed.next > now:
             return
         for t in due_fires(followed.schedule, followed.since, now):
-            if await self._claim(event_id, followed, t):
+            if followed.last_fire is not None and followed.last_fire >= t:
+                pass  # another daemon fired it (or a later one)
+            elif self.durable:
+                if await self._fire(event_id, spec, followed, t):
+                    await self._note(event_id, followed, t)
+            elif await self._claim(event_id, followed, t):
                 await self._fire(event_id, spec, followed, t)
             followed.since = t
         followed.since = max(followed.since, now)
@@ -207,7 +223,7 @@ class Scheduler:
             if followed.last_fire is not None and followed.last_fire >= t:
                 return False  # another daemon fired it (or a later one)
             doc: dict[str, Any] = {
-                "_id": STATE_PREFIX + event_id,
+                "_id": state.doc_id(KIND, event_id),
                 "event": event_id,
                 "last_fire": iso(t),
                 "last_fire_time": t,
@@ -222,19 +238,40 @@ class Scheduler:
             followed.last_fire = t
             return True
 
-    async def _fire(self, event_id: str, spec: EventSpec, followed: _Followed, t: float) -> None:
-        request = Request("POST", f"/{event_id}", body={"scheduled": iso(t)}, peer="schedule")
+    async def _note(self, event_id: str, followed: _Followed, t: float) -> None:
+        """With ``durable``: after firing ``t``, say so in the state document (for status and
+        for catch-up after a restart); the record is what settled the fire."""
+        try:
+            await self._claim(event_id, followed, t)
+        except StoreError as exc:
+            log.warning("schedule of event %s: fired at %s, but cannot note it: %s",
+                        event_id, iso(t), exc)  # fmt: skip
+
+    async def _fire(self, event_id: str, spec: EventSpec, followed: _Followed, t: float) -> bool:
+        """Fire ``t``; whether this daemon did (False: it failed, or another daemon had)."""
+        request = Request(
+            "POST",
+            f"/{event_id}",
+            body={"scheduled": iso(t)},
+            peer="schedule",
+            origin=f"schedule\0{event_id}\0{t!r}",
+        )
         try:
             fired = self.dispatcher.prepare(request, [spec])
             await self.runner.run(fired.runs)
+        except AlreadyFired:
+            followed.last_fire = max(t, followed.last_fire or t)
+            log.debug("schedule of event %s: fire at %s was another daemon's", event_id, iso(t))
+            return False
         except (HTTPError, EventsError) as exc:
             reason = exc.reason if isinstance(exc, HTTPError) else str(exc)
             self.errors[event_id] = f"fire at {iso(t)}: {reason}"
             log.warning("schedule of event %s: fire at %s: %s", event_id, iso(t), reason)
-            return
+            return False
         followed.fired += 1
         self.errors.pop(event_id, None)
         log.info("event %s fired by its schedule at %s", event_id, iso(t))
+        return True
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

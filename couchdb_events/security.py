@@ -1,4 +1,4 @@
-"""Who may change, and who may read, the events and workers databases.
+"""Who may change, and who may read, the events, workers and state databases.
 
 Event and worker documents are code that runs on the server: whoever may write them may run
 programs as the user couchdb-events runs as. ``secure_database`` makes a database writable by
@@ -194,8 +194,9 @@ def require_admin(store: Store, config: Config) -> list[str]:
 def setup(
     config: Config, reader_roles: Sequence[str] = (), report: Callable[[str], Any] = print
 ) -> None:
-    """``couchdb-events setup``: check the credentials are a server admin's, create the events
-    and workers databases when missing and secure both, reporting each step with ``report``.
+    """``couchdb-events setup``: check the credentials are a server admin's, create the events,
+    workers and state databases when missing and secure each, reporting each step with
+    ``report``.
 
     Raises ``EventsError`` (``NotAdmin``, ``ConfigError`` or a ``StoreError``) with a one-line,
     password-free message."""
@@ -205,7 +206,7 @@ def setup(
     # First: a non-admin's PUT /<db> is pointless, and crashes PouchDB Server 4.2.0.
     for line in require_admin(store, config):
         report(line)
-    databases = list(dict.fromkeys((config.events_db, config.workers_db)))
+    databases = list(dict.fromkeys((config.events_db, config.workers_db, config.state_db)))
     try:
         for db in databases:
             if store.create(db):
@@ -218,6 +219,6 @@ def setup(
         raise type(exc)(f"CouchDB at {shown}: {exc}") from None
     who = "server admins" + (f" and roles {', '.join(readers)}" if readers else "")
     report(
-        f"{' and '.join(databases)}: only CouchDB server admins may create, change or delete "
-        f"documents; only {who} may read them"
+        f"{', '.join(databases[:-1])} and {databases[-1]}: only CouchDB server admins may "
+        f"create, change or delete documents; only {who} may read them"
     )

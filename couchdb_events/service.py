@@ -85,7 +85,13 @@ class Service:
         self.router = Router(self.dispatcher, self.runs, self, config, self.access)
         self.api = Api(self.router, config.max_body)
         self.scheduler = Scheduler(
-            self.registry, self.dispatcher, self.runs, self.store, config.events_db
+            self.registry,
+            self.dispatcher,
+            self.runs,
+            self.store,
+            config.state_db,
+            config.events_db,
+            durable=config.durable,
         )
         self.changes = ChangesTriggers(
             Context(
@@ -95,6 +101,7 @@ class Service:
                 self.store,
                 self._feed_store,
                 config.events_db,
+                config.state_db,
                 self.owner,
             )
         )
@@ -120,7 +127,7 @@ class Service:
         loop = asyncio.get_running_loop()
         version = await self._reach_couchdb()
         log.info("CouchDB %s at %s", version, self.config.display_url)
-        for db in (self.config.events_db, self.config.workers_db):
+        for db in (self.config.events_db, self.config.workers_db, self.config.state_db):
             await loop.run_in_executor(None, self._ensure_db, db)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
         for line in kill_leftovers(self.config.work_dir, self.instance):
@@ -190,8 +197,14 @@ class Service:
         try:
             if self.store.exists(db):
                 return
-            if self.store.create(db):
-                log.info("created database %s", db)
+            try:
+                if self.store.create(db):
+                    log.info("created database %s", db)
+            except StoreError:
+                # Another daemon starting at the same moment may have made it: CouchDB can
+                # answer that race with an error other than 412.
+                if not self.store.exists(db):
+                    raise
         except Unauthorized as exc:
             raise StartupError(
                 f"database {db!r} is missing or not readable and cannot be created with the "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .config import redact_url
 from .errors import Conflict, NotFound, StoreError, Unauthorized, Unreachable
 
 T = TypeVar("T")
+INDEX_ATTEMPTS = 4
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -274,9 +276,21 @@ class Store:
         """Make sure a Mango index on ``fields`` exists in design document ``ddoc``
         (idempotent in CouchDB)."""
         body = {"index": {"fields": fields}, "name": name, "ddoc": ddoc, "type": "json"}
-        self._call(
-            f"POST /{db}/_index", lambda: self._db(db).resource.post_json("_index", body=body)
-        )
+        for attempt in range(INDEX_ATTEMPTS):
+            try:
+                self._call(
+                    f"POST /{db}/_index",
+                    lambda: self._db(db).resource.post_json("_index", body=body),
+                )
+                return
+            except (Unreachable, NotFound, Unauthorized):
+                raise
+            except StoreError:
+                # Two clients making the same index at once: CouchDB answers one of them 500
+                # error_saving_ddoc (or 409). Asked again, it finds the index made.
+                if attempt == INDEX_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def databases(self) -> list[str]:
         """Every database name (``_all_dbs``)."""

@@ -13,7 +13,9 @@ import pytest
 from couchdb_events import activations
 from couchdb_events.activations import Activations
 from couchdb_events.config import Config
-from couchdb_events.message import Message, Outcome, new_id
+from couchdb_events.daemons import Owner
+from couchdb_events.errors import AlreadyFired, HTTPError, NotFound, Unreachable
+from couchdb_events.message import Message, Outcome, derived_id, new_id
 
 
 class FakeStore:
@@ -139,5 +141,148 @@ def test_close_waits_for_the_write_in_flight() -> None:
         await records.close()
         assert store.writes == [[(first.id, "accepted")]]
         await asyncio.wait_for(accepting, 1.0)  # and its 202 was not left hanging
+
+    asyncio.run(main())
+
+
+class RecordStore(FakeStore):
+    """Keeps the documents, with CouchDB's conflict check on their revisions; ``down``: every
+    request fails after ``delay`` seconds, as with CouchDB gone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.down = False
+        self.delay = 0.0
+        self.requests = 0
+
+    def bulk_docs(self, db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.requests += 1
+        if self.down:
+            time.sleep(self.delay)
+            raise Unreachable(f"POST /{db}/_bulk_docs: ConnectionRefusedError")
+        results: list[dict[str, Any]] = []
+        with self.lock:
+            self.writes.append([(doc["_id"], doc["state"]) for doc in docs])
+            for doc in docs:
+                current = self.docs.get(doc["_id"])
+                if (current or {}).get("_rev") != doc.get("_rev"):
+                    results.append({"id": doc["_id"], "error": "conflict", "reason": "conflict"})
+                    continue
+                rev = f"{int(str((current or {}).get('_rev', '0-')).split('-')[0] or 0) + 1}-x"
+                self.docs[doc["_id"]] = {**doc, "_rev": rev}
+                results.append({"ok": True, "id": doc["_id"], "rev": rev})
+        return results
+
+    def get(self, db: str, doc_id: str) -> dict[str, Any]:
+        if doc_id not in self.docs:
+            raise NotFound(doc_id)
+        return dict(self.docs[doc_id])
+
+
+def test_a_second_record_of_one_fire_is_refused_as_already_fired() -> None:
+    """Two daemons firing one schedule time or one change derive the same run id: the second
+    one's accept fails with AlreadyFired, and the first one's record is left as it was."""
+
+    async def main() -> None:
+        store = RecordStore()
+        one = await started(store)
+        two = Activations(store, Config(), Owner("otherhost", 2, 0.0))  # type: ignore[arg-type]
+        await two.start()
+        run_id = derived_id("schedule\0e\01767268800.0", 0)
+        await one.accept([Message(run_id, "e", "worker", {}, {})], {})
+        with pytest.raises(AlreadyFired) as refused:
+            await two.accept([Message(run_id, "e", "worker", {}, {})], {})
+        assert refused.value.status == 409 and refused.value.error == "conflict"
+        assert "was fired already by daemon" in refused.value.reason
+        assert store.docs[run_id]["daemon"] == one.owner.fields()
+        assert store.docs[run_id]["_rev"] == "1-x"
+        assert two.backlog == 0
+        await one.close()
+        await two.close()
+
+    asyncio.run(main())
+
+
+def test_a_conflict_on_our_own_stored_record_is_taken_as_stored() -> None:
+    """A ``_bulk_docs`` answer lost on the way and the request sent again: the record is there
+    already, as this daemon wrote it, so the fire is accepted."""
+
+    async def main() -> None:
+        store = RecordStore()
+        records = await started(store)
+        first = message()
+        real = store.bulk_docs
+
+        def twice(db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            real(db, docs)  # the first request lands, its answer is lost...
+            return real(db, docs)  # ...and the one sent again meets it
+
+        store.bulk_docs = twice  # type: ignore[method-assign]
+        await asyncio.wait_for(records.accept([first], {}), 2.0)
+        assert store.docs[first.id]["state"] == "accepted"
+        await records.close()
+
+    asyncio.run(main())
+
+
+def test_a_rejected_record_of_a_fire_is_written_over_when_fired_again() -> None:
+    """A change refused by a full queue (accepted, then rejected) is fired again with the same
+    run id: it is run, not taken as fired already."""
+
+    async def main() -> None:
+        store = RecordStore()
+        records = await started(store)
+        run_id = derived_id("changes\0e\0orders\0o1\01-a", 0)
+        first = Message(run_id, "e", "worker", {}, {})
+        await records.accept([first], {})
+        records.finished(first, Outcome("rejected", None, "queue full"))
+        await records.close(timeout=2.0)
+        again = await started(store)
+        await asyncio.wait_for(again.accept([Message(run_id, "e", "worker", {}, {})], {}), 2.0)
+        assert store.docs[run_id]["state"] == "accepted"
+        await again.close()
+
+    asyncio.run(main())
+
+
+def test_a_fire_gets_its_503_quickly_while_the_writer_backs_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CouchDB gone: the writer's retries of updates back off up to RETRY_CAP seconds, but each
+    new fire is tried at once and refused within couchdb_timeout and a little."""
+    monkeypatch.setattr(activations, "RETRY_FIRST", 30.0)
+
+    async def main() -> None:
+        store = RecordStore()
+        records = Activations(store, Config(couchdb_timeout=0.5))  # type: ignore[arg-type]
+        await records.start()
+        done = message()
+        await records.accept([done], {})
+        store.down = True
+        records.finished(done, Outcome("succeeded", {"ok": True}))  # to retry, behind a 30 s wait
+        await asyncio.sleep(0.2)
+        for _ in range(3):
+            began = time.monotonic()
+            with pytest.raises(HTTPError) as refused:
+                await asyncio.wait_for(records.accept([message()], {}), 5.0)
+            assert refused.value.status == 503
+            assert time.monotonic() - began < 0.5 + activations.GRACE + 0.5
+        # A write hanging (CouchDB not answering): the fire waits for it, then for its own.
+        store.delay = 0.4
+        began = time.monotonic()
+        with pytest.raises(HTTPError) as refused:
+            await asyncio.wait_for(records.accept([message()], {}), 5.0)
+        assert refused.value.status == 503
+        assert time.monotonic() - began < 0.5 + activations.GRACE + 0.5
+        # Back: what was accepted before is written.
+        store.down, store.delay = False, 0.0
+        await records.accept([message()], {})
+        for _ in range(200):
+            if store.docs[done.id]["state"] == "succeeded":
+                break
+            await asyncio.sleep(0.01)
+        assert store.docs[done.id]["state"] == "succeeded"
+        await records.close()
 
     asyncio.run(main())

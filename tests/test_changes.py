@@ -14,16 +14,18 @@ import pytest
 
 from couchdb_events import changes as changes_module
 from couchdb_events import followers
-from couchdb_events.changes import Context, Follower, change_body, seq_number
+from couchdb_events.changes import Context, Follower, change_body, change_origin, seq_number
 from couchdb_events.daemons import Owner
 from couchdb_events.documents import parse_event
-from couchdb_events.errors import Conflict, HTTPError, NotFound
+from couchdb_events.errors import AlreadyFired, Conflict, HTTPError, NotFound
 from couchdb_events.followers import ChangesTriggers
-from couchdb_events.lease import STATE_PREFIX, Lease, LeaseLost
+from couchdb_events.lease import Lease, LeaseLost
 from couchdb_events.sources import parse_changes
 from couchdb_events.store import Changes
 
 EVENTS = "events"
+STATE = "events_state"
+STATE_DOC = "changes:on_order"  # the trigger's state document, in the state database
 ME = Owner("testhost", 1, 0.0)
 
 
@@ -52,7 +54,7 @@ class FakeStore:
 
     def lease_held(self, **fields: Any) -> None:
         """The state document as another daemon left it."""
-        doc_id = STATE_PREFIX + "on_order"
+        doc_id = STATE_DOC
         self.docs[doc_id] = {"_id": doc_id, "_rev": "0-1", **fields}
 
     def update_seq(self, db: str) -> Any:
@@ -131,6 +133,7 @@ def context(
         store,  # type: ignore[arg-type]
         store,  # type: ignore[arg-type]
         EVENTS,
+        STATE,
         owner,
         clock,
     )
@@ -145,7 +148,7 @@ async def until(check: Callable[[], Any], timeout: float = 3.0) -> None:
 
 
 def state_doc(store: FakeStore) -> dict[str, Any]:
-    return store.docs[STATE_PREFIX + "on_order"]
+    return store.docs[STATE_DOC]
 
 
 def test_the_checkpoint_waits_for_refused_changes_and_none_fires_twice() -> None:
@@ -258,7 +261,7 @@ def test_another_daemons_lease_means_standby_until_it_runs_out() -> None:
 def test_a_lease_written_by_another_daemon_is_lost() -> None:
     async def main() -> None:
         store = FakeStore()
-        lease = Lease(store, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
+        lease = Lease(store, STATE, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
 
         async def start() -> int:
             return 7
@@ -282,7 +285,7 @@ def test_a_checkpoint_of_another_database_does_not_count() -> None:
     async def main() -> None:
         store = FakeStore()
         store.lease_held(db="invoices", seq=99, owner="testhost:1", lease_until=0)
-        lease = Lease(store, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
+        lease = Lease(store, STATE, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
 
         async def start() -> int:
             return 3
@@ -343,7 +346,7 @@ def test_renewing_keeps_the_checkpoint_and_extends_the_lease() -> None:
     async def main() -> None:
         now = [1000.0]
         store = FakeStore()
-        lease = Lease(store, EVENTS, "on_order", "orders", ME, lambda: now[0])  # type: ignore[arg-type]
+        lease = Lease(store, STATE, EVENTS, "on_order", "orders", ME, lambda: now[0])  # type: ignore[arg-type]
 
         async def start() -> int:
             return 7
@@ -390,7 +393,7 @@ def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once() -> No
             lease_until=2000.0,
         )
         me = Owner(here, 1, 0.0)
-        lease = Lease(store, EVENTS, "on_order", "orders", me, lambda: 1000.0)  # type: ignore[arg-type]
+        lease = Lease(store, STATE, EVENTS, "on_order", "orders", me, lambda: 1000.0)  # type: ignore[arg-type]
 
         async def start() -> int:
             return 0
@@ -429,3 +432,69 @@ def test_a_follower_that_fails_is_shown_and_started_again(monkeypatch: pytest.Mo
         await manager.close()
 
     asyncio.run(main())
+
+
+def test_a_holder_paused_past_its_lease_stops_before_its_next_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A daemon stalled (SIGSTOP, a VM pause) while another took its expired lease: when it
+    runs again its next batch is not fired; it says it lost the lease, in its log and status."""
+
+    async def main() -> None:
+        now = [1000.0]
+        store, dispatch = FakeStore(), FakeDispatch()
+        store.batches = [Changes([row("a", 8)], 8)]
+        follower = Follower("on_order", parse_changes(TRIGGER), context(store, dispatch,
+                            clock=lambda: now[0]))  # fmt: skip
+        task = asyncio.create_task(follower.run())
+        await until(lambda: dispatch.fired == ["a"] and follower.seq == 8)
+        # Paused for 35 s; meanwhile another daemon took the lease, which had run out.
+        now[0] = 1035.0
+        other = {"id": "farhost:9", "host": "farhost", "pid": 9, "started": 1.0}
+        store.put(EVENTS, {**state_doc(store), "owner": "farhost:9", "daemon": other,
+                           "lease_until": 1065.0})  # fmt: skip
+        store.batches = [Changes([row("b", 9)], 9)]
+        store.idle.set()  # the long-poll it was in comes back with change b
+        await until(lambda: follower.state == "standby")
+        await asyncio.sleep(0.05)
+        assert dispatch.fired == ["a"]  # b is the new holder's to fire
+        status = follower.status()
+        assert status["owner"] == "farhost:9"
+        assert (
+            status["last_error"] == "lost its lease to daemon farhost:9: stopped following orders"
+        )
+        assert state_doc(store)["owner"] == "farhost:9" and state_doc(store)["seq"] == 8
+        await follower.stop()
+        await asyncio.wait_for(task, 3)
+        assert state_doc(store)["owner"] == "farhost:9"  # not given back: it was not ours
+
+    with caplog.at_level("WARNING", logger="couchdb_events"):
+        asyncio.run(main())
+    assert any("lost its lease to daemon farhost:9" in r.getMessage() for r in caplog.records)
+
+
+def test_a_change_another_daemon_fired_counts_as_accepted() -> None:
+    class Fired(FakeDispatch):
+        async def run(self, runs: list[Any]) -> None:
+            if runs[0]["id"] == "b":
+                raise AlreadyFired("run of event 'on_order' was fired already")
+            await super().run(runs)
+
+    async def main() -> None:
+        store, dispatch = FakeStore(), Fired()
+        store.batches = [Changes([row("a", 8), row("b", 9)], 9)]
+        follower = Follower("on_order", parse_changes(TRIGGER), context(store, dispatch))
+        task = asyncio.create_task(follower.run())
+        await until(lambda: follower.seq == 9)
+        assert dispatch.fired == ["a"] and follower.last_error is None
+        await follower.stop()
+        store.idle.set()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+
+
+def test_a_change_origin_names_the_event_database_document_and_revision() -> None:
+    change = {"id": "o1", "seq": "5-g1", "changes": [{"rev": "2-b"}]}
+    assert change_origin("e", "orders", change) == "changes\0e\0orders\0o1\0" + "2-b"
+    assert change_origin("e", "orders", {"id": "o1", "seq": 5}) is None

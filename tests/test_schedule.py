@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from couchdb_events.documents import parse_event
-from couchdb_events.errors import Conflict, NotFound
+from couchdb_events.errors import AlreadyFired, Conflict, NotFound
 from couchdb_events.schedule import (
-    STATE_PREFIX,
     Scheduler,
     due_fires,
     iso,
@@ -171,7 +170,11 @@ class FakeRegistry:
 
 
 def scheduler(
-    store: FakeStore, events: dict[str, Any], clock: Callable[[], float]
+    store: FakeStore,
+    events: dict[str, Any],
+    clock: Callable[[], float],
+    durable: bool = False,
+    runner: Any = None,
 ) -> tuple[Scheduler, FakeDispatcher]:
     dispatcher = FakeDispatcher()
     made = Scheduler(
@@ -179,9 +182,12 @@ def scheduler(
         dispatcher,  # type: ignore[arg-type]
         FakeRunner(),  # type: ignore[arg-type]
         store,  # type: ignore[arg-type]
+        "events_state",
         "events",
         clock=clock,
+        durable=durable,
     )
+    made.runner = runner or FakeRunner()  # type: ignore[assignment]
     return made, dispatcher
 
 
@@ -206,7 +212,7 @@ def test_two_schedulers_fire_each_time_once_and_catch_up() -> None:
     times = sorted(r.body["scheduled"] for r in both)
     assert times == [f"2026-01-01T12:00:0{n}Z" for n in range(1, 5)]
     assert {(r.method, r.path, r.peer) for r in both} == {("POST", "/e", "schedule")}
-    state = store.docs[STATE_PREFIX + "e"]
+    state = store.docs["schedule:e"]
     assert state["last_fire"] == "2026-01-01T12:00:04Z"
     assert one.status()["e"]["last_fire"] == "2026-01-01T12:00:04Z"
 
@@ -219,10 +225,78 @@ def test_two_schedulers_fire_each_time_once_and_catch_up() -> None:
     ]
 
 
-def test_local_documents_conflict_on_a_stale_revision(couch_url: str, fresh_db: Any) -> None:
-    db = fresh_db("events")
+class Records:
+    """Activation records, as CouchDB keeps them: the first run of each id wins."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+
+
+class OriginDispatcher(FakeDispatcher):
+    def __init__(self, records: Records) -> None:
+        super().__init__()
+        self.records = records
+        self.won: list[str] = []
+
+    def prepare(self, request: Any, events: Any) -> Fired:
+        assert request.origin is not None
+        if request.origin in self.records.ids:
+            raise AlreadyFired(f"{request.origin} was fired already")
+        self.records.ids.add(request.origin)
+        self.won.append(request.body["scheduled"])
+        return Fired()
+
+
+def test_durable_schedulers_fire_first_and_each_time_once() -> None:
+    """With records, every daemon fires each time, and the record's id settles who did: the
+    winner notes the fire in the state document afterwards."""
+    now = [at("2026-01-01T12:00:00.5")]
+    store, records = FakeStore(), Records()
+    events = {"e": event({"schedule": {"every": 1}})}
+    trio = [scheduler(store, events, lambda: now[0], durable=True) for _ in range(3)]
+    for made, _dispatcher in trio:
+        made.dispatcher = OriginDispatcher(records)  # type: ignore[assignment]
+
+    async def ticks(count: int) -> None:
+        for made, _d in trio:
+            await made.tick()
+        for _ in range(count):
+            now[0] += 1
+            for made, _d in trio:
+                await made.tick()
+
+    asyncio.run(ticks(5))
+    won = sorted(t for made, _d in trio for t in made.dispatcher.won)  # type: ignore[attr-defined]
+    assert won == [f"2026-01-01T12:00:0{n}Z" for n in range(1, 6)]
+    assert store.docs["schedule:e"]["last_fire"] == "2026-01-01T12:00:05Z"
+    assert sum(made.status()["e"]["fired"] for made, _d in trio) == 5
+    assert all(made.status()["e"]["last_error"] is None for made, _d in trio)
+
+
+def test_the_last_fire_of_an_earlier_version_is_read_from_its_local_document() -> None:
+    now = [at("2026-01-01T12:00:10.5")]
+    store = FakeStore()
+    store.docs["_local/couchdb-events-schedule-e"] = {
+        "_id": "_local/couchdb-events-schedule-e",
+        "_rev": "0-7",
+        "last_fire": "2026-01-01T12:00:05Z",
+        "last_fire_time": at("2026-01-01T12:00:05"),
+    }
+    events = {"e": event({"schedule": {"every": 1, "catch_up": "all"}})}
+    made, dispatcher = scheduler(store, events, lambda: now[0])
+    asyncio.run(made.tick())
+    assert [r.body["scheduled"] for r in dispatcher.requests] == [
+        f"2026-01-01T12:00:{n:02d}Z" for n in range(6, 11)
+    ]
+    assert store.docs["schedule:e"]["last_fire"] == "2026-01-01T12:00:10Z"
+
+
+def test_state_documents_conflict_on_a_stale_revision(couch_url: str, fresh_db: Any) -> None:
+    """What claims and leases rest on: CouchDB checks an ordinary document's revision (unlike
+    a ``_local`` one's, see POUCHDB_DIFFERENCES.md)."""
+    db = fresh_db("state")
     store = Store(couch_url, 10)
-    doc_id = STATE_PREFIX + "e"
+    doc_id = "schedule:e"
     first = store.put(db, {"_id": doc_id, "last_fire": "a"})
     second = store.put(db, {"_id": doc_id, "_rev": first, "last_fire": "b"})
     with pytest.raises(Conflict):

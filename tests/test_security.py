@@ -251,7 +251,7 @@ def test_setup_creates_and_secures_both_databases(secured: Secured) -> None:
     lines = first.stdout.splitlines()
     assert "created database events" in lines
     assert "created database workers" in lines
-    for db in (EVENTS, WORKERS):
+    for db in (EVENTS, WORKERS, f"{EVENTS}_state"):
         assert any(line.startswith(f"database {db}: added {DESIGN_ID} (rev 1-") for line in lines)
         assert f"database {db}: set _security: only server admins may read it" in first.stdout
         status, ddoc = admin_get(secured, db, DESIGN_ID)
@@ -260,8 +260,8 @@ def test_setup_creates_and_secures_both_databases(secured: Secured) -> None:
         assert ddoc["language"] == "javascript"
         assert http("GET", f"{secured.admin}{db}/_security")[2] == security_object()
     assert lines[-1] == (
-        "events and workers: only CouchDB server admins may create, change or delete documents; "
-        "only server admins may read them"
+        "events, workers and events_state: only CouchDB server admins may create, change or "
+        "delete documents; only server admins may read them"
     )
     assert ADMIN[1] not in first.stdout + first.stderr
 
