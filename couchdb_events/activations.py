@@ -339,7 +339,7 @@ class Activations:
             return
         waiting = record.stored is not None and not record.stored.done()
         if current is not None and waiting:
-            if _same(current, record.doc):  # our own write, whose answer was lost on the way: it is stored
+            if _same(current, record.doc):  # our own write, its answer lost on the way
                 record.doc["_rev"] = current["_rev"]
                 self._written(dict(record.doc), {"ok": True, "rev": current["_rev"]})
                 return
