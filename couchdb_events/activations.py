@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import functools
 import json
 import math
 import time
@@ -317,6 +318,15 @@ class Activations:
         for db, docs in by_db.items():
             results = await loop.run_in_executor(None, self.store.bulk_docs, db, docs)
             self.writes += 1
+            # A cluster that took a new record without its write quorum may have taken another
+            # daemon's record of the same fire too: the one with its quorum counts (``settled``).
+            for doc, result in zip(docs, results, strict=True):
+                if result.get("accepted") is True and result.get("ok") and "_rev" not in doc:
+                    rev = str(result.get("rev"))
+                    settled = functools.partial(self.store.settled, db, doc["_id"], rev)
+                    if not await loop.run_in_executor(None, settled):
+                        result.clear()
+                        result.update(error="conflict", reason="another record got in beside it")
             conflicts = [
                 doc["_id"]
                 for doc, result in zip(docs, results, strict=True)

@@ -118,7 +118,7 @@ class Lease:
         if self._rev is not None:
             doc["_rev"] = self._rev
         try:
-            self._rev = await blocking(self.store.put, self.state_db, doc)
+            self._rev = await blocking(self._put, doc)
         except Conflict:
             current = await self._read()
             # Our own write, whose answer was lost on the way (and sent again)?
@@ -128,6 +128,9 @@ class Lease:
             if not mine:
                 raise
         self.until, self.written, self.seq = now + lease, now, seq
+
+    def _put(self, doc: dict[str, Any]) -> str:
+        return self.store.put(self.state_db, doc, exclusive=True)
 
     async def acquire(self, start: Callable[[], Awaitable[Any]]) -> tuple[bool, Any]:
         """Take the lease: ``(True, checkpoint)``, the checkpoint being ``await start()`` when

@@ -27,6 +27,7 @@ loop, one asyncio task, which re-reads the registry's events on each tick.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 import zoneinfo
@@ -231,7 +232,9 @@ class Scheduler:
             if followed.rev is not None:
                 doc["_rev"] = followed.rev
             try:
-                followed.rev = await loop.run_in_executor(None, self.store.put, self.db, doc)
+                followed.rev = await loop.run_in_executor(
+                    None, functools.partial(self.store.put, self.db, doc, exclusive=True)
+                )
             except Conflict:
                 followed.rev, followed.last_fire = await self._read_state(event_id)
                 continue

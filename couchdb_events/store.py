@@ -10,6 +10,7 @@ the rest. All calls block: the asynchronous parts run them in threads.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import time
@@ -27,6 +28,15 @@ from .errors import Conflict, NotFound, StoreError, Unauthorized, Unreachable
 
 T = TypeVar("T")
 INDEX_ATTEMPTS = 4
+MAX_COPIES = 9  # CouchDB reads min(r, n) copies: this asks for every copy of a document
+
+
+def _doc_resource(base: Any, doc_id: str) -> Any:
+    """The resource of a document, a ``_design/`` or ``_local/`` one's slash left unescaped."""
+    if doc_id[:1] == "_":
+        return base(*doc_id.split("/", 1))
+    return base(doc_id)
+
 _JSON = {"Content-Type": "application/json"}
 
 
@@ -164,15 +174,46 @@ class Store:
 
         return self._call(f"GET /{db}/{doc_id}", fetch)
 
-    def put(self, db: str, doc: Mapping[str, Any]) -> str:
-        """Create or update a document in one request (inline attachments included); its new rev."""
+    def put(self, db: str, doc: Mapping[str, Any], *, exclusive: bool = False) -> str:
+        """Create or update a document in one request (inline attachments included); its new
+        rev. ``exclusive``: the write settles something between daemons (a claim, a lease), so
+        it must be the only one from its revision (see ``settled``): ``Conflict`` otherwise."""
+        doc_id = str(doc["_id"])
 
-        def save() -> str:
-            body = dict(doc)
-            self._db(db).save(body)
-            return str(body["_rev"])
+        def save() -> tuple[int, str]:
+            resource = _doc_resource(self._db(db).resource, doc_id)
+            status, _headers, answer = resource.put_json(body=dict(doc))
+            return int(status), str(answer["rev"])
 
-        return self._call(f"PUT /{db}/{doc.get('_id', '')}", save)
+        what = f"PUT /{db}/{doc_id}"
+        status, rev = self._call(what, save)
+        if exclusive and status == 202 and not self.settled(db, doc_id, rev):
+            raise Conflict(f"{what}: conflict (another write from the same revision got in)")
+        return rev
+
+    def settled(self, db: str, doc_id: str, rev: str) -> bool:
+        """After a write that a CouchDB cluster took without its write quorum (202 Accepted:
+        some copies of the document took it, others refused it with a conflict or did not
+        answer), whether ``rev`` is the document's only leaf. Two writes from one revision can
+        both be taken that way, each by different copies, and CouchDB keeps both as conflicting
+        leaves: the one that got its quorum (201) wins, and a 202 write that finds another leaf
+        beside it yields, deleting its own. Reads every copy (``r`` as large as there are)."""
+
+        def leaves() -> set[str]:
+            answer = _doc_resource(self._db(db).resource, doc_id).get_json(
+                conflicts="true", r=MAX_COPIES
+            )[2]
+            return {str(answer["_rev"]), *map(str, answer.get("_conflicts") or ())}
+
+        found = self._call(f"GET /{db}/{doc_id}?conflicts=true", leaves)
+        if found == {rev}:
+            return True
+        with contextlib.suppress(StoreError):
+            self._call(
+                f"DELETE /{db}/{doc_id}?rev={rev}",
+                lambda: _doc_resource(self._db(db).resource, doc_id).delete_json(rev=rev),
+            )
+        return False
 
     def attachments(self, db: str, doc_id: str, rev: str) -> dict[str, bytes]:
         """All attachments of one revision of a document, in one request."""

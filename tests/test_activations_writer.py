@@ -286,3 +286,38 @@ def test_a_fire_gets_its_503_quickly_while_the_writer_backs_off(
         await records.close()
 
     asyncio.run(main())
+
+
+def test_a_record_a_cluster_took_without_quorum_beside_another_is_refused() -> None:
+    """A 3-node cluster can take two daemons' records of one fire, one with its quorum, the
+    other with ``"accepted": true``: that one yields (its leaf deleted) as fired already."""
+
+    class Cluster(RecordStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.settled_asked: list[tuple[str, str]] = []
+
+        def bulk_docs(self, db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if docs[0]["daemon"]["host"] == "otherhost":  # the second daemon's write...
+                doc = docs[0]  # ...taken by one copy, the others had the first daemon's
+                return [{"ok": True, "id": doc["_id"], "rev": "1-y", "accepted": True}]
+            return super().bulk_docs(db, docs)
+
+        def settled(self, db: str, doc_id: str, rev: str) -> bool:
+            self.settled_asked.append((doc_id, rev))
+            return False
+
+    async def main() -> None:
+        store = Cluster()
+        one = await started(store)
+        two = Activations(store, Config(), Owner("otherhost", 2, 0.0))  # type: ignore[arg-type]
+        await two.start()
+        run_id = derived_id("schedule\0e\01767268800.0", 0)
+        await one.accept([Message(run_id, "e", "worker", {}, {})], {})
+        with pytest.raises(AlreadyFired):
+            await two.accept([Message(run_id, "e", "worker", {}, {})], {})
+        assert store.settled_asked == [(run_id, "1-y")]
+        await one.close()
+        await two.close()
+
+    asyncio.run(main())

@@ -44,7 +44,7 @@ class FakeStore:
             raise NotFound(f"GET /{db}/{doc_id}: not found (not_found: missing)")
         return dict(self.docs[doc_id])
 
-    def put(self, db: str, doc: dict[str, Any]) -> str:
+    def put(self, db: str, doc: dict[str, Any], exclusive: bool = False) -> str:
         current = self.docs.get(doc["_id"])
         if (current or {}).get("_rev") != doc.get("_rev"):
             raise Conflict(f"PUT /{db}/{doc['_id']}: conflict")

@@ -137,7 +137,7 @@ class FakeStore:
             raise NotFound(doc_id)
         return dict(self.docs[doc_id])
 
-    def put(self, db: str, doc: dict[str, Any]) -> str:
+    def put(self, db: str, doc: dict[str, Any], exclusive: bool = False) -> str:
         current = self.docs.get(doc["_id"])
         if (current and current["_rev"]) != doc.get("_rev"):
             raise Conflict(doc["_id"])

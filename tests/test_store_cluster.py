@@ -1,0 +1,117 @@
+"""How the store takes a CouchDB cluster's 202 Accepted on writes that settle something between
+daemons, against a scripted server answering as a real 3-node CouchDB 3.5 did: two writes of
+one document from one revision, sent to different nodes at once, can both be taken (each by
+some copies), the second one with 202 and ``"accepted": true``; both revisions are then
+leaves."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from couchdb_events.errors import Conflict
+from couchdb_events.store import Store
+
+
+class Script:
+    """What the fake node answers; ``seen`` records each request as (method, path, query)."""
+
+    def __init__(self) -> None:
+        self.put_status = 202
+        self.leaves = ["2-ours"]  # the winning revision first, then the conflicts
+        self.seen: list[tuple[str, str, dict[str, list[str]]]] = []
+
+
+@pytest.fixture
+def node() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _note(self) -> tuple[str, dict[str, list[str]]]:
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            script.seen.append((self.command, parts.path, query))
+            return parts.path, query
+
+        def do_PUT(self) -> None:
+            self._note()
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            self._answer(script.put_status, {"ok": True, "id": "schedule:e", "rev": "2-ours"})
+
+        def do_GET(self) -> None:
+            self._note()
+            winner, *others = script.leaves
+            doc: dict[str, Any] = {"_id": "schedule:e", "_rev": winner}
+            if others:
+                doc["_conflicts"] = others
+            self._answer(200, doc)
+
+        def do_DELETE(self) -> None:
+            self._note()
+            self._answer(200, {"ok": True, "id": "schedule:e", "rev": "3-gone"})
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+DOC = {"_id": "schedule:e", "_rev": "1-a", "last_fire": "x"}
+
+
+def test_an_exclusive_write_taken_without_quorum_beside_another_yields(
+    node: tuple[str, Script],
+) -> None:
+    url, script = node
+    script.leaves = ["2-theirs", "2-ours"]
+    with pytest.raises(Conflict):
+        Store(url, 5).put("state", DOC, exclusive=True)
+    methods = [(method, path) for method, path, _q in script.seen]
+    assert methods == [
+        ("PUT", "/state/schedule%3Ae"),
+        ("GET", "/state/schedule%3Ae"),
+        ("DELETE", "/state/schedule%3Ae"),
+    ]
+    _m, _p, query = script.seen[1]
+    assert query["conflicts"] == ["true"] and int(query["r"][0]) >= 3  # every copy
+    assert script.seen[2][2]["rev"] == ["2-ours"]  # only its own leaf goes
+
+
+def test_an_exclusive_write_taken_without_quorum_alone_counts(node: tuple[str, Script]) -> None:
+    url, script = node
+    script.leaves = ["2-ours"]
+    assert Store(url, 5).put("state", DOC, exclusive=True) == "2-ours"
+    assert [method for method, _p, _q in script.seen] == ["PUT", "GET"]
+
+
+def test_a_write_with_its_quorum_is_not_read_back(node: tuple[str, Script]) -> None:
+    url, script = node
+    script.put_status = 201
+    script.leaves = ["2-theirs", "2-ours"]
+    assert Store(url, 5).put("state", DOC, exclusive=True) == "2-ours"
+    assert Store(url, 5).put("state", DOC) == "2-ours"
+    script.put_status = 202
+    assert Store(url, 5).put("state", DOC) == "2-ours"  # not exclusive: taken as written
+    assert [method for method, _p, _q in script.seen] == ["PUT", "PUT", "PUT"]
