@@ -37,6 +37,7 @@ def _doc_resource(base: Any, doc_id: str) -> Any:
         return base(*doc_id.split("/", 1))
     return base(doc_id)
 
+
 _JSON = {"Content-Type": "application/json"}
 
 
