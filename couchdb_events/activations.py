@@ -337,10 +337,10 @@ class Activations:
                 self._resolve(activation_id, current)
 
     def _current(self, db: str, activation_id: str) -> dict[str, Any] | None:
-        try:
-            return self.store.get(db, activation_id)
-        except NotFound:
-            return None
+        """The record as every copy holds it (a cluster's copies may not agree yet): CouchDB's
+        winning live revision, or None."""
+        leaves = self.store.leaves(db, activation_id)
+        return leaves[0] if leaves else None
 
     def _resolve(self, activation_id: str, current: dict[str, Any] | None) -> None:
         """A write of ours met a record already there (``current``, None if gone since)."""

@@ -31,6 +31,12 @@ INDEX_ATTEMPTS = 4
 MAX_COPIES = 9  # CouchDB reads min(r, n) copies: this asks for every copy of a document
 
 
+def _rev_order(doc: Mapping[str, Any]) -> tuple[int, str]:
+    """CouchDB's order of leaves: the longer revision path wins, then the greater hash."""
+    number, _dash, digest = str(doc.get("_rev", "")).partition("-")
+    return (int(number) if number.isdigit() else 0, digest)
+
+
 def _doc_resource(base: Any, doc_id: str) -> Any:
     """The resource of a document, a ``_design/`` or ``_local/`` one's slash left unescaped."""
     if doc_id[:1] == "_":
@@ -195,19 +201,14 @@ class Store:
     def settled(self, db: str, doc_id: str, rev: str) -> bool:
         """After a write that a CouchDB cluster took without its write quorum (202 Accepted:
         some copies of the document took it, others refused it with a conflict or did not
-        answer), whether ``rev`` is the document's only leaf. Two writes from one revision can
-        both be taken that way, each by different copies, and CouchDB keeps both as conflicting
-        leaves: the one that got its quorum (201) wins, and a 202 write that finds another leaf
-        beside it yields, deleting its own. Reads every copy (``r`` as large as there are)."""
-
-        def leaves() -> set[str]:
-            answer = _doc_resource(self._db(db).resource, doc_id).get_json(
-                conflicts="true", r=MAX_COPIES
-            )[2]
-            return {str(answer["_rev"]), *map(str, answer.get("_conflicts") or ())}
-
-        found = self._call(f"GET /{db}/{doc_id}?conflicts=true", leaves)
-        if found == {rev}:
+        answer), whether ``rev`` is the document's only live leaf. Two writes from one revision
+        can both be taken that way, each by different copies, and CouchDB keeps both as
+        conflicting leaves: the one that got its quorum (201) wins, and a 202 write that finds
+        another live leaf beside it yields, deleting its own. When every writer got only a 202,
+        all of them yield, and the document is left deleted: whoever writes next (from no
+        revision) gets it."""
+        found = [str(doc["_rev"]) for doc in self.leaves(db, doc_id)]
+        if found == [rev]:
             return True
         with contextlib.suppress(StoreError):
             self._call(
@@ -215,6 +216,29 @@ class Store:
                 lambda: _doc_resource(self._db(db).resource, doc_id).delete_json(rev=rev),
             )
         return False
+
+    def leaves(self, db: str, doc_id: str) -> list[dict[str, Any]]:
+        """The document's live leaf revisions as every copy holds them, CouchDB's winner first
+        (none: missing or deleted). A plain GET, even with ``conflicts=true``, shows one copy's
+        view; ``open_revs=all`` merges the revision trees of every copy that answers, and
+        ``r`` past their number waits for all of them."""
+
+        def fetch() -> list[dict[str, Any]]:
+            answer = _doc_resource(self._db(db).resource, doc_id).get_json(
+                open_revs="all", r=MAX_COPIES, headers={"Accept": "application/json"}
+            )[2]
+            if not isinstance(answer, list):
+                raise ValueError(f"open_revs answered {answer!r}")
+            docs = [
+                dict(leaf["ok"])
+                for leaf in answer
+                if isinstance(leaf, dict)
+                and isinstance(leaf.get("ok"), dict)
+                and not leaf["ok"].get("_deleted")
+            ]
+            return sorted(docs, key=_rev_order, reverse=True)
+
+        return self._call(f"GET /{db}/{doc_id}?open_revs=all", fetch)
 
     def attachments(self, db: str, doc_id: str, rev: str) -> dict[str, bytes]:
         """All attachments of one revision of a document, in one request."""

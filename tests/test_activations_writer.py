@@ -179,6 +179,9 @@ class RecordStore(FakeStore):
             raise NotFound(doc_id)
         return dict(self.docs[doc_id])
 
+    def leaves(self, db: str, doc_id: str) -> list[dict[str, Any]]:
+        return [dict(self.docs[doc_id])] if doc_id in self.docs else []
+
 
 def test_a_second_record_of_one_fire_is_refused_as_already_fired() -> None:
     """Two daemons firing one schedule time or one change derive the same run id: the second

@@ -55,11 +55,11 @@ def node() -> Iterator[tuple[str, Script]]:
 
         def do_GET(self) -> None:
             self._note()
-            winner, *others = script.leaves
-            doc: dict[str, Any] = {"_id": "schedule:e", "_rev": winner}
-            if others:
-                doc["_conflicts"] = others
-            self._answer(200, doc)
+            leaves: list[dict[str, Any]] = [
+                {"ok": {"_id": "schedule:e", "_rev": rev}} for rev in script.leaves
+            ]
+            leaves.append({"ok": {"_id": "schedule:e", "_rev": "1-old", "_deleted": True}})
+            self._answer(200, leaves)
 
         def do_DELETE(self) -> None:
             self._note()
@@ -85,7 +85,7 @@ def test_an_exclusive_write_taken_without_quorum_beside_another_yields(
     node: tuple[str, Script],
 ) -> None:
     url, script = node
-    script.leaves = ["2-theirs", "2-ours"]
+    script.leaves = ["2-ours", "2-theirs"]
     with pytest.raises(Conflict):
         Store(url, 5).put("state", DOC, exclusive=True)
     methods = [(method, path) for method, path, _q in script.seen]
@@ -95,13 +95,13 @@ def test_an_exclusive_write_taken_without_quorum_beside_another_yields(
         ("DELETE", "/state/schedule%3Ae"),
     ]
     _m, _p, query = script.seen[1]
-    assert query["conflicts"] == ["true"] and int(query["r"][0]) >= 3  # every copy
+    assert query["open_revs"] == ["all"] and int(query["r"][0]) >= 3  # every copy's leaves
     assert script.seen[2][2]["rev"] == ["2-ours"]  # only its own leaf goes
 
 
 def test_an_exclusive_write_taken_without_quorum_alone_counts(node: tuple[str, Script]) -> None:
     url, script = node
-    script.leaves = ["2-ours"]
+    script.leaves = ["2-ours"]  # and a deleted leaf, which does not count
     assert Store(url, 5).put("state", DOC, exclusive=True) == "2-ours"
     assert [method for method, _p, _q in script.seen] == ["PUT", "GET"]
 
@@ -115,3 +115,13 @@ def test_a_write_with_its_quorum_is_not_read_back(node: tuple[str, Script]) -> N
     script.put_status = 202
     assert Store(url, 5).put("state", DOC) == "2-ours"  # not exclusive: taken as written
     assert [method for method, _p, _q in script.seen] == ["PUT", "PUT", "PUT"]
+
+
+def test_leaves_come_in_couchdbs_order(node: tuple[str, Script]) -> None:
+    url, script = node
+    script.leaves = ["2-aa", "3-00", "2-ff"]
+    assert [doc["_rev"] for doc in Store(url, 5).leaves("state", "schedule:e")] == [
+        "3-00",
+        "2-ff",
+        "2-aa",
+    ]
