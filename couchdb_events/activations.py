@@ -129,7 +129,7 @@ class Activations:
 
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:
-        await self._ensure_db(month_db(self.prefix, time.time()))
+        await self._ensure_db(month_db(self.prefix, time.time()), probe=True)
         if self.capabilities.mango:
             log.info("activation records are queried through Mango (_find)")
         else:
@@ -153,13 +153,16 @@ class Activations:
         if self._task is not None:
             self._task.cancel()
 
-    async def _ensure_db(self, db: str) -> None:
+    async def _ensure_db(self, db: str, probe: bool = False) -> None:
+        """Create ``db`` if missing, with the indexes (or, without Mango, the views) the
+        reading needs. ``probe`` (at start): a server without ``_index`` has no Mango; later,
+        a month's database does not change that (a missing ``_index`` is an error then)."""
         if db in self._known_dbs:
             return
         loop = asyncio.get_running_loop()
 
         def make(mango: bool) -> bool:
-            """Whether the server has Mango (it has no ``_index``: it has not)."""
+            """Whether the server has Mango."""
             if self.store.create(db):
                 log.info("created activations database %s", db)
             # Both in one design document: every write reads a database's design documents
@@ -170,6 +173,8 @@ class Activations:
                     self.store.index(db, ["accepted"], "accepted", INDEX_DDOC)
                     return True
                 except Unsupported as exc:
+                    if not probe:
+                        raise
                     log.debug("%s", exc)
             views.ensure(self.store, db)
             return False

@@ -19,6 +19,7 @@ from couchdb_events.activations import INDEX_DDOC, Activations, month_db
 from couchdb_events.activations_api import activations_answer, selector
 from couchdb_events.capabilities import Capabilities
 from couchdb_events.config import Config
+from couchdb_events.errors import Unsupported
 from couchdb_events.request import Request
 from couchdb_events.store import Store
 from tests.couch import PouchServer
@@ -33,9 +34,10 @@ class CouchDB17(Store):
     def __init__(self, url: str) -> None:
         super().__init__(url, timeout=10)
         self.mango_asked: list[str] = []
+        self.as_17 = True  # False: PouchDB Server's own answers
 
     def _post_json(self, db: str, path: str, body: Any, **params: str) -> Any:
-        if path in ("_find", "_index"):
+        if path in ("_find", "_index") and self.as_17:
             self.mango_asked.append(path)
             raise couchdb.http.ServerError((400, ("bad_request", RESERVED)))
         return super()._post_json(db, path, body, **params)
@@ -240,3 +242,21 @@ def test_a_month_without_the_design_document_gets_it_when_read(
     store.bulk_docs(db, [record(1, "2025_12", state="running")])
     assert [doc["_id"] for _db, doc in acts.open_records()] == ["r001"]
     assert store.get(db, "_design/" + INDEX_DDOC)["views"] == activations_views.VIEWS
+
+
+def test_only_start_decides(couch: PouchServer, prefix: str) -> None:
+    """A server that had ``_index`` at start and then answers as 1.7 (a proxy gone wrong) gets
+    an error for the new month, not views over its Mango indexes."""
+    store = CouchDB17(couch.url)
+    store.as_17 = False
+    acts = Activations(store, Config(activations_db=prefix))
+
+    async def main() -> None:
+        await acts.start()
+        await acts.close()
+        store.as_17 = True
+        with pytest.raises(Unsupported):
+            await acts._ensure_db(f"{prefix}_2026_01")
+
+    asyncio.run(main())
+    assert acts.capabilities.mango is True
