@@ -48,12 +48,11 @@ def _mapped(what: str) -> Iterator[None]:
         raise Conflict(f"{what}: conflict ({_reason(exc)})") from None
     except couchdb.http.Unauthorized as exc:
         raise Unauthorized(f"{what}: unauthorized ({_reason(exc)})") from None
+    except couchdb.http.Forbidden as exc:  # its own class, not an Unauthorized, nor a ServerError
+        raise Unauthorized(f"{what}: forbidden ({_reason(exc)})") from None
     except couchdb.http.PreconditionFailed as exc:
         raise Conflict(f"{what}: precondition failed ({_reason(exc)})") from None
     except couchdb.http.ServerError as exc:
-        status = exc.args[0][0] if exc.args and isinstance(exc.args[0], tuple) else None
-        if status == 403:
-            raise Unauthorized(f"{what}: forbidden ({_reason(exc)})") from None
         raise StoreError(f"{what}: CouchDB answered {_reason(exc)}") from None
     except couchdb.http.HTTPError as exc:
         raise StoreError(f"{what}: {_reason(exc)}") from None
