@@ -16,12 +16,26 @@ Rules, in order:
 
 When a decision needs the caller and CouchDB cannot say who it is, the answer is 503, never a
 pass. When no decision needs it, the request goes on with ``user`` null.
+
+Credentials CouchDB refuses are refused here too, whether or not a decision needs the caller:
+``/_session`` is asked whenever a request carries an ``Authorization`` or ``Cookie`` header
+(``Router._user``), and its answer stands. A wrong name or password is 401, as CouchDB answers
+it. Malformed credentials are 400 ``bad_request`` with CouchDB's reason: CouchDB 3.5 answers
+400 to an ``Authorization`` header that is not valid base64 ("Authorization header has invalid
+base64 value") and to an ``AuthSession`` cookie it cannot read ("Malformed AuthSession cookie.
+Please clear your cookies."), on every endpoint. Here the routes that ask ``/_session`` do:
+firing an event (with ``require_valid_user`` also a path that matches none), ``_status`` and
+``_activations``; the welcome, another ``/_`` path, a bad ``wait`` and otherwise a path that
+matches no event answer without asking.
+Behind CouchDB's ``_events`` proxy CouchDB has refused such a request itself. Refusals (400,
+401) are cached like users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -98,7 +112,7 @@ def check_status(config: Config, user: User | None) -> None:
 
 
 class SessionCache:
-    """Bounded, time-limited memory of ``/_session`` answers (successes and 401s)."""
+    """Bounded, time-limited memory of ``/_session`` answers (users and refusals)."""
 
     def __init__(self, ttl: float, size: int) -> None:
         self.ttl = ttl
@@ -131,6 +145,27 @@ class SessionCache:
         return len(self._entries)
 
 
+# What ``/_session`` answers to credentials it refuses, and the reason when it gives none.
+REFUSALS = {
+    400: (
+        "bad_request",
+        "the credentials are malformed: CouchDB cannot read this request's Authorization or "
+        "Cookie header",
+    ),
+    401: ("unauthorized", "Name or password is incorrect."),
+}
+
+
+def _reason(text: str) -> str | None:
+    """The ``reason`` of a CouchDB error body, if it is JSON and has one."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) and reason else None
+
+
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -155,17 +190,19 @@ class Access:
             self._client = aiohttp.ClientSession(timeout=timeout)
         headers = {"Accept": "application/json", **creds}
         async with self._client.get(self.session_url, headers=headers) as answer:
-            body = await answer.json(content_type=None)
-            if answer.status == 401:
-                reason = body.get("reason") if isinstance(body, dict) else None
-                raise HTTPError(401, "unauthorized", reason or "Name or password is incorrect.")
-            if answer.status != 200 or not isinstance(body, dict):
-                raise OSError(f"GET /_session answered {answer.status}")
+            status, text = answer.status, await answer.text(errors="replace")
+        if status in REFUSALS:
+            error, default = REFUSALS[status]
+            raise HTTPError(status, error, _reason(text) or default)
+        body = json.loads(text)  # ValueError when it is not JSON
+        if status != 200 or not isinstance(body, dict):
+            raise OSError(f"GET /_session answered {status}")
         ctx = body.get("userCtx") or {}
         return {"name": ctx.get("name"), "roles": list(ctx.get("roles") or [])}
 
     async def user(self, headers: Mapping[str, str], required: bool) -> User | None:
-        """The caller; None when CouchDB cannot say and ``required`` is false (else 503)."""
+        """The caller; None when CouchDB cannot say and ``required`` is false (else 503).
+        Credentials CouchDB refuses raise its 400 or 401 either way."""
         creds = credentials(headers)
         key = self.cache.key(creds)
         now = time.monotonic()

@@ -11,6 +11,10 @@ explicit states::
 Writes are group-committed: whatever is waiting when the writer is free goes out in one
 ``_bulk_docs`` request, and several updates of one record in the meantime become one write.
 ``accept`` waits for its write (the promise behind a 202); state updates do not wait.
+
+Reading (resuming, the listing) goes through Mango's ``_find``, with two indexes in
+``_design/couchdb-events``; on a server without Mango (CouchDB 1.x, found out at start when
+``_index`` is missing) through two views in that design document (``activations_views``).
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import activations_views as views
 from . import logs
+from .capabilities import Capabilities
 from .config import Config
 from .daemons import Liveness, Owner
-from .errors import AlreadyFired, HTTPError, NotFound, StoreError
+from .errors import AlreadyFired, HTTPError, NotFound, StoreError, Unsupported
 from .message import Message, Outcome
 from .store import Store
 
@@ -44,7 +50,7 @@ RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
 LINGER = 0.03
 GRACE = 1.0  # seconds past couchdb_timeout that a fire may wait for its record to be stored
 MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
-INDEX_DDOC = "couchdb-events"
+INDEX_DDOC = views.DDOC  # Mango's indexes or, without Mango, the views
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once, not per call
 
 
@@ -108,10 +114,14 @@ class _Writer:
 class Activations:
     """The activations databases, written through one group-committing writer task."""
 
-    def __init__(self, store: Store, config: Config, owner: Owner | None = None) -> None:
+    def __init__(
+        self, store: Store, config: Config, owner: Owner | None = None,
+        capabilities: Capabilities | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
         self.config = config
         self.owner = owner or Owner.this_process()
+        self.capabilities = capabilities or Capabilities()
         self.prefix = config.activations_db
         self._writer = _Writer()
         self._task: asyncio.Task[None] | None = None
@@ -122,7 +132,15 @@ class Activations:
 
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:
-        await self._ensure_db(month_db(self.prefix, time.time()))
+        await self._ensure_db(month_db(self.prefix, time.time()), probe=True)
+        if self.capabilities.mango:
+            log.info("activation records are queried through Mango (_find)")
+        else:
+            log.info(
+                "CouchDB %s has no Mango (_find): activation records are queried through the "
+                "views %s/_view/open and %s/_view/accepted",
+                self.capabilities.version, views.DDOC_ID, views.DDOC_ID,
+            )  # fmt: skip
         self._task = asyncio.create_task(self._write_forever())
 
     async def close(self, timeout: float = 3.0) -> None:
@@ -138,20 +156,33 @@ class Activations:
         if self._task is not None:
             self._task.cancel()
 
-    async def _ensure_db(self, db: str) -> None:
+    async def _ensure_db(self, db: str, probe: bool = False) -> None:
+        """Create ``db`` if missing, with the indexes (or, without Mango, the views) the
+        reading needs. ``probe`` (at start): a server without ``_index`` has no Mango; later,
+        a month's database does not change that (a missing ``_index`` is an error then)."""
         if db in self._known_dbs:
             return
         loop = asyncio.get_running_loop()
 
-        def make() -> None:
+        def make(mango: bool) -> bool:
+            """Whether the server has Mango."""
             if self.store.create(db):
                 log.info("created activations database %s", db)
             # Both in one design document: every write reads a database's design documents
             # (validation functions), so fewer is faster.
-            self.store.index(db, ["state"], "state", INDEX_DDOC)
-            self.store.index(db, ["accepted"], "accepted", INDEX_DDOC)
+            if mango:
+                try:
+                    self.store.index(db, ["state"], "state", INDEX_DDOC)
+                    self.store.index(db, ["accepted"], "accepted", INDEX_DDOC)
+                    return True
+                except Unsupported as exc:
+                    if not probe:
+                        raise
+                    log.debug("%s", exc)
+            views.ensure(self.store, db)
+            return False
 
-        await loop.run_in_executor(None, make)
+        self.capabilities.mango = await loop.run_in_executor(None, make, self.capabilities.mango)
         self._known_dbs.add(db)
 
     # -- writing --------------------------------------------------------------------------
@@ -428,6 +459,10 @@ class Activations:
         if before is not None:
             where["accepted"] = {"$lt": iso(before)}
         for db in reversed(self.databases()):
+            if not self.capabilities.mango:
+                docs = views.open_records(self.store, db, None if before is None else iso(before))
+                found.extend((db, doc) for doc in docs)
+                continue
             skip = 0
             while True:
                 docs = self.store.find(db, where, limit=BATCH, skip=skip)
@@ -481,6 +516,11 @@ class Activations:
         if until:
             span["$lte"] = until
         where["accepted"] = span or {"$gt": None}
+        if not self.capabilities.mango:
+            dbs = self.databases()
+            if since:  # the months from since's on
+                dbs = [db for db in dbs if db >= month_db(self.prefix, _parse_iso(since) or 0)]
+            return views.listing(self.store, dbs, selector, since, until, limit, skip)
         found: list[dict[str, Any]] = []
         for db in self.databases():
             # Sorted by the index on accepted, so that the limit keeps the newest, not the

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import logs
+from .capabilities import Capabilities
 from .daemons import Owner
 from .errors import AlreadyFired, EventsError, HTTPError, NotFound, StoreError
 from .lease import RENEW, Lease, LeaseLost, blocking
@@ -132,6 +133,7 @@ class Context:
     state_db: str
     owner: Owner
     clock: Callable[[], float] = time.time
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
 
 @dataclass
@@ -141,7 +143,8 @@ class Follower:
     event_id: str
     trigger: ChangesTrigger
     ctx: Context
-    state: str = "starting"  # following, standby, retrying, waiting (CouchDB or database)
+    # following, standby, retrying, waiting (CouchDB or database), unsupported (see run)
+    state: str = "starting"
     seq: Any = None  # the checkpoint written: every change up to it is accepted
     lag: int | None = None
     fired: int = 0
@@ -167,6 +170,8 @@ class Follower:
 
     # -- the loop -----------------------------------------------------------------------
     async def run(self) -> None:
+        if self.trigger.selector is not None and self._unsupported():
+            return
         backoff = BACKOFF_FIRST
         renewer: asyncio.Task[None] | None = None
         try:
@@ -375,6 +380,16 @@ class Follower:
         self.state = "following"
 
     # -- what went wrong ------------------------------------------------------------------
+    def _unsupported(self) -> bool:
+        """A selector on a server without Mango (``filter=_selector`` came with 2.0): said in
+        status and log, once, and nothing is followed until the event document changes."""
+        error = self.ctx.capabilities.selector_error()
+        if error is None:
+            return False
+        self.state, self.last_error = "unsupported", error
+        log.error("changes trigger of event %s: %s", self.event_id, error)
+        return True
+
     def _reached(self) -> None:
         if not self.connected and self.last_error:
             log.warning("changes trigger of event %s: reading %s again, from %s",

@@ -4,7 +4,8 @@
 
     couchdb-events daemon                     hosted by CouchDB as an [os_daemons] entry
     couchdb-events serve [--config FILE]      standalone (behind a reverse proxy, or to try out)
-    couchdb-events external [--config FILE]   hosted by CouchDB as an [external] (/<db>/_events/)
+    couchdb-events external [--config FILE]   hosted by CouchDB 0.11 - 1.7 as an [external]
+                                              (/<db>/_events/; not 2.x, see README)
     couchdb-events push PATH [...]            deploy an event (JSON file) or a worker (folder)
     couchdb-events demo                       the seed's e-mail example, end to end
     couchdb-events setup [--config FILE]      create the databases, writable by server admins only
@@ -285,7 +286,8 @@ def parser() -> argparse.ArgumentParser:
     _add_settings(serve)
     ext = sub.add_parser(
         "external",
-        help="run as CouchDB's [external] process behind /<db>/_events/ (CouchDB 0.11 - 2.2)",
+        help="run as CouchDB's [external] process behind /<db>/_events/ (CouchDB 0.11 - 1.7; "
+        "2.x breaks externals: use the daemon there)",
         description=f"Settings come from --config FILE, else from the file ${CONFIG_ENV} names.",
     )
     _add_settings(ext)

@@ -9,7 +9,8 @@
     │   ├── Unreachable            no answer: refused, reset, timed out, DNS
     │   ├── NotFound               404 from CouchDB
     │   ├── Conflict               409 from CouchDB
-    │   └── Unauthorized           401/403 from CouchDB
+    │   ├── Unauthorized           401/403 from CouchDB
+    │   └── Unsupported            the server has no such endpoint (CouchDB 1.x: no Mango)
     └── HTTPError                  an answer for the caller: status, error, reason (as CouchDB's)
 
 The storage layer turns python-couchdb's errors and ``OSError`` into ``StoreError``s; the HTTP
@@ -49,6 +50,10 @@ class Conflict(StoreError):
 
 class Unauthorized(StoreError):
     """CouchDB answered 401 or 403."""
+
+
+class Unsupported(StoreError):
+    """The server has no such endpoint: ``_find`` and ``_index`` on CouchDB 1.x."""
 
 
 class HTTPError(EventsError):

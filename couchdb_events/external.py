@@ -1,4 +1,4 @@
-"""CouchDB's external protocol: the host for ``/<db>/_events/<event>`` (CouchDB 0.11 - 2.2).
+"""CouchDB's external protocol: the host for ``/<db>/_events/<event>`` (CouchDB 0.11 - 1.7).
 
 CouchDB runs ``couchdb-events external`` as an external process behind a database handler::
 
@@ -15,7 +15,13 @@ seconds, whatever happens: ``?wait=`` waits at most ``MAX_WAIT`` seconds, and a 
 arrives while the service is still starting waits for it within the same budget (then 503).
 Every stdout line is protocol: normal logging goes to stderr.
 
-The request object (CouchDB 1.2 - 2.2)::
+Not CouchDB 2.x: 2.0 - 2.2 no longer start ``couch_external_manager`` (every request: 500
+``noproc``), and started by hand (``[daemons] external_manager``) their
+``couch_external_server`` crashes on every second request (``function_clause``: its
+``handle_call`` returns a state of three elements where the next call expects four). On 2.x the
+os_daemon host, on the node-local port 5986, is the one that works.
+
+The request object (CouchDB 1.2 - 1.7, and 2.x sends the same)::
 
     {"info": {...db info...}, "id": null, "uuid": "...", "method": "POST",
      "requested_path": ["mydb", "_events", "email_event"],

@@ -85,7 +85,7 @@ class Pool:
         if self.spec.error:
             raise HTTPError(500, "worker_invalid", self.spec.error)
         if self.state is PoolState.FAILED:
-            raise HTTPError(503, "worker_failed", f"worker {self.name!r} failed: {self.last_error}")
+            raise HTTPError(503, "worker_failed", self._failure())
         if self._closing:
             raise HTTPError(
                 503, "shutting_down", "couchdb-events is stopping", {"Retry-After": "5"}
@@ -247,10 +247,12 @@ class Pool:
         self._finish(message, outcome)
         return keep
 
-    def _finish(self, message: Message, outcome: Outcome) -> None:
+    def _finish(self, message: Message, outcome: Outcome, note: bool = True) -> None:
+        """Count and hand over an outcome; ``note``: its error becomes ``last_error``."""
         if outcome.state == "failed":
             self.counters.failed += 1
-            self._note_error(outcome.error or "failed")
+            if note:
+                self._note_error(outcome.error or "failed")
         elif outcome.state == "timeout":
             self.counters.timeouts += 1
             self._note_error(outcome.error or "timeout")
@@ -311,16 +313,22 @@ class Pool:
     def _note_error(self, error: str) -> None:
         self.last_error = error
 
+    def _failure(self) -> str:
+        """Why a failed worker refuses work: ``last_error`` (the cause), said once."""
+        return f"worker {self.name!r} failed: {self.last_error}"
+
     def _fail(self, error: str) -> None:
         """Mark the worker failed and fail what waits for it: nothing piles up."""
         self.state = PoolState.FAILED
         self._note_error(error)
-        log.error("worker %s failed: %s", self.name, error)
-        self._fail_queue(f"worker {self.name!r} failed: {error}")
+        reason = self._failure()
+        log.error("%s", reason)
+        # The runs get the whole reason; ``last_error`` keeps the cause, not the reason again.
+        self._fail_queue(reason, note=False)
 
-    def _fail_queue(self, error: str) -> None:
+    def _fail_queue(self, error: str, note: bool = True) -> None:
         while self.queue:
-            self._finish(self.queue.popleft(), Outcome("failed", None, error))
+            self._finish(self.queue.popleft(), Outcome("failed", None, error), note)
 
     # -- changes from outside -------------------------------------------------------------
     def update(self, spec: WorkerSpec) -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 from . import __version__, logs
 from .access import Access
 from .activations import Activations
+from .capabilities import Capabilities
 from .changes import Context
 from .config import Config
 from .daemons import BEAT, Heartbeat, Owner
@@ -79,8 +80,13 @@ class Service:
         self.dispatcher = Dispatcher(self.registry, self.supervisor, config.max_chain_depth)
         self.access = Access(config)
         self.owner = Owner.this_process()
+        self.capabilities = Capabilities()  # learned at start
         self.heartbeat = Heartbeat(self.store, config.events_db, self.owner)
-        self.activations = Activations(self.store, config, self.owner) if config.durable else None
+        self.activations = (
+            Activations(self.store, config, self.owner, self.capabilities)
+            if config.durable
+            else None
+        )
         self.runs = Runner(self.registry, self.supervisor, self.activations, self.dispatcher)
         self.router = Router(self.dispatcher, self.runs, self, config, self.access)
         self.api = Api(self.router, config.max_body)
@@ -103,6 +109,7 @@ class Service:
                 config.events_db,
                 config.state_db,
                 self.owner,
+                capabilities=self.capabilities,
             )
         )
         self.feeds: list[Feed] = []
@@ -127,6 +134,7 @@ class Service:
         loop = asyncio.get_running_loop()
         version = await self._reach_couchdb()
         log.info("CouchDB %s at %s", version, self.config.display_url)
+        self.capabilities.learn(version)
         for db in (self.config.events_db, self.config.workers_db, self.config.state_db):
             await loop.run_in_executor(None, self._ensure_db, db)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)

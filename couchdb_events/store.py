@@ -3,8 +3,9 @@
 Every session has a socket timeout (python-couchdb has none by default), and every failure
 comes out as one of the project's ``StoreError``s: ``Unreachable`` for anything on the wire
 (python-couchdb raises a bare ``ConnectionRefusedError``, ``socket.timeout`` or ``http.client``
-errors), ``NotFound``, ``Conflict`` and ``Unauthorized`` for those answers, ``StoreError`` for
-the rest. All calls block: the asynchronous parts run them in threads.
+errors), ``NotFound``, ``Conflict`` and ``Unauthorized`` for those answers, ``Unsupported``
+when Mango's endpoints are missing (CouchDB 1.x), ``StoreError`` for the rest. All calls block:
+the asynchronous parts run them in threads.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import couchdb
 import couchdb.http
 
 from .config import redact_url
-from .errors import Conflict, NotFound, StoreError, Unauthorized, Unreachable
+from .errors import Conflict, NotFound, StoreError, Unauthorized, Unreachable, Unsupported
 
 T = TypeVar("T")
 INDEX_ATTEMPTS = 4
@@ -66,12 +67,11 @@ def _mapped(what: str) -> Iterator[None]:
         raise Conflict(f"{what}: conflict ({_reason(exc)})") from None
     except couchdb.http.Unauthorized as exc:
         raise Unauthorized(f"{what}: unauthorized ({_reason(exc)})") from None
+    except couchdb.http.Forbidden as exc:  # its own class, not an Unauthorized, nor a ServerError
+        raise Unauthorized(f"{what}: forbidden ({_reason(exc)})") from None
     except couchdb.http.PreconditionFailed as exc:
         raise Conflict(f"{what}: precondition failed ({_reason(exc)})") from None
     except couchdb.http.ServerError as exc:
-        status = exc.args[0][0] if exc.args and isinstance(exc.args[0], tuple) else None
-        if status == 403:
-            raise Unauthorized(f"{what}: forbidden ({_reason(exc)})") from None
         raise StoreError(f"{what}: CouchDB answered {_reason(exc)}") from None
     except couchdb.http.HTTPError as exc:
         raise StoreError(f"{what}: {_reason(exc)}") from None
@@ -83,11 +83,68 @@ def _mapped(what: str) -> Iterator[None]:
         raise StoreError(f"{what}: CouchDB sent an unreadable answer ({exc})") from None
 
 
+# 404 reasons that mean the database is missing (1.x and PouchDB Server; 2.0 and later), not
+# the endpoint.
+_NO_DB = frozenset({"no_db_file", "Database does not exist."})
+# CouchDB 1.x takes ``POST /{db}/_index`` (or ``_find``) for a document id, and refuses it so.
+_RESERVED_ID = "Only reserved document ids may start with underscore."
+
+
+def missing_endpoint(status: int | None, reason: str) -> bool:
+    """Whether this answer to ``POST /{db}/_index`` or ``_find`` means the server has no such
+    endpoint (no Mango): 400 with CouchDB 1.x's reason above; a 404 that is not about the
+    database (a server or proxy without the path); 405 (the path, not for POST); 501."""
+    if status == 400:
+        return reason == _RESERVED_ID
+    if status == 404:
+        return reason not in _NO_DB
+    return status in (405, 501)
+
+
+def _answer(exc: couchdb.http.HTTPError) -> tuple[int | None, str]:
+    """The status and reason of python-couchdb's error (its status is in its class, but for
+    ``ServerError``)."""
+    arg = exc.args[0] if exc.args else None
+    status = _STATUSES.get(type(exc))
+    if status is None and isinstance(arg, tuple) and len(arg) == 2 and isinstance(arg[0], int):
+        status, arg = arg
+    if isinstance(arg, bytes):  # a body that did not come as application/json
+        text = arg.decode("utf-8", "replace")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return status, text.strip()
+        arg = (body.get("error"), body.get("reason")) if isinstance(body, dict) else text
+    if isinstance(arg, tuple) and len(arg) == 2:
+        return status, str(arg[1])
+    return status, str(arg)
+
+
+def _mango(what: str, fn: Callable[[], T]) -> T:
+    """``fn()``, a Mango request, with ``Unsupported`` for an answer saying there is no Mango."""
+    try:
+        return fn()
+    except couchdb.http.HTTPError as exc:
+        status, reason = _answer(exc)
+        if missing_endpoint(status, reason):
+            raise Unsupported(f"{what}: the server has no Mango ({status}: {reason})") from None
+        raise
+
+
 def _reason(exc: Exception) -> str:
     arg = exc.args[0] if exc.args else exc
     if isinstance(arg, tuple) and len(arg) == 2:
         return f"{arg[0]}: {arg[1]}"
     return str(arg)
+
+
+_STATUSES: dict[type[Exception], int] = {
+    couchdb.http.Unauthorized: 401,
+    couchdb.http.Forbidden: 403,
+    couchdb.http.ResourceNotFound: 404,
+    couchdb.http.ResourceConflict: 409,
+    couchdb.http.PreconditionFailed: 412,
+}
 
 
 class _NoCache:
@@ -332,24 +389,24 @@ class Store:
         if sort:
             body["sort"] = sort
 
+        what = f"POST /{db}/_find"
+
         def query() -> list[dict[str, Any]]:
-            answer = self._db(db).resource.post_json("_find", body=body)[2]
+            answer = _mango(what, lambda: self._post_json(db, "_find", body))
             return [dict(doc) for doc in answer.get("docs", [])]
 
-        return self._call(f"POST /{db}/_find", query)
+        return self._call(what, query)
 
     def index(self, db: str, fields: list[str], name: str, ddoc: str) -> None:
         """Make sure a Mango index on ``fields`` exists in design document ``ddoc``
-        (idempotent in CouchDB)."""
+        (idempotent in CouchDB); ``Unsupported`` when the server has no Mango."""
         body = {"index": {"fields": fields}, "name": name, "ddoc": ddoc, "type": "json"}
+        what = f"POST /{db}/_index"
         for attempt in range(INDEX_ATTEMPTS):
             try:
-                self._call(
-                    f"POST /{db}/_index",
-                    lambda: self._db(db).resource.post_json("_index", body=body),
-                )
+                self._call(what, lambda: _mango(what, lambda: self._post_json(db, "_index", body)))
                 return
-            except (Unreachable, NotFound, Unauthorized):
+            except (Unreachable, NotFound, Unauthorized, Unsupported):
                 raise
             except StoreError:
                 # Two clients making the same index at once: CouchDB answers one of them 500
@@ -357,6 +414,38 @@ class Store:
                 if attempt == INDEX_ATTEMPTS - 1:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+
+    def _post_json(self, db: str, path: str, body: Any, **params: str) -> Any:
+        """The JSON answer to ``POST /{db}/{path}?{params}``; python-couchdb's errors as they
+        come."""
+        return self._db(db).resource.post_json(path, body=body, **params)[2]
+
+    def view(self, db: str, ddoc: str, name: str, **options: Any) -> list[dict[str, Any]]:
+        """The rows of the view ``_design/{ddoc}/_view/{name}``. ``options`` are CouchDB's query
+        parameters, each given as the JSON value CouchDB reads (``startkey="a"``,
+        ``descending=True``, ``limit=10``)."""
+        params = {key: json.dumps(value) for key, value in options.items()}
+
+        def query() -> list[dict[str, Any]]:
+            path = ["_design", ddoc, "_view", name]
+            answer = self._db(db).resource.get_json(path, **params)[2]
+            if not isinstance(answer, dict) or not isinstance(answer.get("rows"), list):
+                raise ValueError("no rows list")
+            return [dict(row) for row in answer["rows"] if isinstance(row, dict)]
+
+        return self._call(f"GET /{db}/_design/{ddoc}/_view/{name}", query)
+
+    def all_docs(self, db: str, ids: list[str]) -> list[dict[str, Any]]:
+        """The documents of ``ids`` that exist (not deleted), in that order, in one request."""
+
+        def fetch() -> list[dict[str, Any]]:
+            answer = self._post_json(db, "_all_docs", {"keys": ids}, include_docs="true")
+            if not isinstance(answer, dict) or not isinstance(answer.get("rows"), list):
+                raise ValueError("no rows list")
+            rows = answer["rows"]
+            return [dict(r["doc"]) for r in rows if isinstance(r, dict) and r.get("doc")]
+
+        return self._call(f"POST /{db}/_all_docs", fetch)
 
     def databases(self) -> list[str]:
         """Every database name (``_all_dbs``)."""

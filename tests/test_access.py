@@ -1,10 +1,18 @@
-"""The access rules and the session cache: pure, no CouchDB."""
+"""The access rules and the session cache (pure), and asking a fake CouchDB's ``/_session``."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from couchdb_events.access import (
+    Access,
     SessionCache,
     User,
     check_events,
@@ -16,6 +24,8 @@ from couchdb_events.access import (
 from couchdb_events.config import Config
 from couchdb_events.documents import EventSpec
 from couchdb_events.errors import HTTPError
+from couchdb_events.request import Request
+from couchdb_events.router import Router, error_answer
 
 OPEN = EventSpec("open", "1")
 MAIL = EventSpec("mail", "1", roles=("mailers",))
@@ -25,6 +35,7 @@ BOB: User = {"name": "bob", "roles": []}
 ADMIN: User = {"name": "boss", "roles": ["_admin"]}
 PARTY: User = {"name": None, "roles": ["_admin"]}  # anonymous in CouchDB's admin party
 ANON: User = {"name": None, "roles": []}
+JSON = "application/json"
 
 
 def status_of(config: Config, events: list[EventSpec], user: User | None) -> int:
@@ -104,3 +115,151 @@ def test_session_cache_is_time_limited_and_bounded() -> None:
     refusal = HTTPError(401, "unauthorized", "no")
     cache.put(c, refusal, now=22)
     assert cache.get(c, now=22) is refusal
+
+
+# -- asking /_session: a fake CouchDB answering as CouchDB 3.5 does ----------------------------
+BAD_BASE64 = "Authorization header has invalid base64 value"
+BAD_COOKIE = "Malformed AuthSession cookie. Please clear your cookies."
+SESSION_OK = '{"ok": true, "userCtx": {"name": "ann", "roles": ["mailers"]}}'
+# Credential header value -> what the fake /_session answers: status, body, content type.
+ANSWERS: dict[str, tuple[int, str, str]] = {
+    "Basic !!!": (400, json.dumps({"error": "bad_request", "reason": BAD_BASE64}), JSON),
+    "AuthSession=garbage": (400, json.dumps({"error": "bad_request", "reason": BAD_COOKIE}), JSON),
+    "Basic YW5uOmFubi1wdw==": (200, SESSION_OK, JSON),
+    "Basic YW5uOndyb25n": (
+        401,
+        '{"error": "unauthorized", "reason": "Name or password is incorrect."}',
+        JSON,
+    ),
+    "Basic bm8tcmVhc29u": (400, '{"error": "bad_request"}', JSON),
+    "Basic aHRtbA==": (400, "<html>Bad Request</html>", "text/html"),
+    "Basic NDAxLWh0bWw=": (401, "<html>Unauthorized</html>", "text/html"),
+    "Basic b29wcw==": (500, '{"error": "unknown_error", "reason": "badarg"}', JSON),
+}
+MALFORMED = "the credentials are malformed: CouchDB cannot read this request's Authorization or "
+MALFORMED += "Cookie header"
+
+Check = Callable[[Access, list[str]], Awaitable[None]]
+
+
+def with_session_server(check: Check, **settings: Any) -> None:
+    """Run ``check`` with an ``Access`` whose CouchDB is a fake ``/_session``; ``check`` gets the
+    credential headers each request brought."""
+    seen: list[str] = []
+
+    async def session(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization") or request.headers.get("Cookie") or ""
+        seen.append(given)
+        status, body, content_type = ANSWERS.get(given, (200, SESSION_OK, JSON))
+        return web.Response(status=status, text=body, content_type=content_type)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/_session", session)
+        async with TestServer(app) as server:
+            access = Access(Config(couchdb_url=str(server.make_url("/")), **settings))
+            try:
+                await check(access, seen)
+            finally:
+                await access.close()
+
+    asyncio.run(main())
+
+
+async def refusal(access: Access, headers: dict[str, str], required: bool) -> HTTPError:
+    with pytest.raises(HTTPError) as refused:
+        await access.user(headers, required)
+    return refused.value
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"Authorization": "Basic !!!"}, BAD_BASE64),
+        ({"Cookie": "AuthSession=garbage"}, BAD_COOKIE),
+    ],
+)
+def test_malformed_credentials_are_couchdbs_400_needed_or_not(
+    headers: dict[str, str], reason: str
+) -> None:
+    async def check(access: Access, seen: list[str]) -> None:
+        for required in (True, False):
+            error = await refusal(access, headers, required)
+            assert (error.status, error.error, error.reason) == (400, "bad_request", reason)
+        assert len(seen) == 1  # the refusal is cached, like a 401
+
+    with_session_server(check)
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "reason"),
+    [
+        ("bm8tcmVhc29u", 400, MALFORMED),  # JSON without a reason
+        ("aHRtbA==", 400, MALFORMED),  # not JSON
+        ("NDAxLWh0bWw=", 401, "Name or password is incorrect."),
+        ("YW5uOndyb25n", 401, "Name or password is incorrect."),
+    ],
+)
+def test_refusals_without_couchdbs_reason_get_a_sensible_one(
+    token: str, status: int, reason: str
+) -> None:
+    error = {400: "bad_request", 401: "unauthorized"}[status]
+
+    async def check(access: Access, _seen: list[str]) -> None:
+        for required in (True, False):
+            refused = await refusal(access, {"Authorization": f"Basic {token}"}, required)
+            assert (refused.status, refused.error, refused.reason) == (status, error, reason)
+
+    with_session_server(check)
+
+
+def test_a_user_and_a_failing_couchdb() -> None:
+    async def check(access: Access, _seen: list[str]) -> None:
+        assert await access.user({"authorization": "Basic YW5uOmFubi1wdw=="}, True) == ANN
+        broken = {"Authorization": "Basic b29wcw=="}
+        assert await access.user(broken, False) is None  # nothing to decide: goes on
+        error = await refusal(access, broken, True)
+        assert (error.status, error.error) == (503, "unavailable")
+        assert (
+            error.reason == "cannot ask CouchDB who is calling: OSError: GET /_session answered 500"
+        )
+
+    with_session_server(check)
+
+
+class MatchOnly:
+    """The dispatcher's ``match``, for requests that never get as far as firing."""
+
+    def match(self, request: Request) -> list[EventSpec]:
+        events = {"/open": [OPEN], "/mail": [MAIL], "/hello": [HELLO]}
+        if request.path not in events:
+            raise HTTPError(404, "not_found", f"no event for {request.path}")
+        return events[request.path]
+
+
+@pytest.mark.parametrize(
+    ("path", "settings"),
+    [
+        ("/open", {}),  # nothing to decide: asked all the same, as credentials came
+        ("/mail", {}),  # roles
+        ("/hello", {"require_valid_user": True}),  # public
+        ("/nope", {"require_valid_user": True}),
+        ("/_status", {"status_access": "public"}),
+        ("/_activations", {"status_access": "public"}),
+    ],
+)
+def test_routes_that_ask_answer_400_to_malformed_credentials(
+    path: str, settings: dict[str, Any]
+) -> None:
+    async def check(access: Access, seen: list[str]) -> None:
+        # Only ``match`` is reached, not the runner nor the status: credentials come first.
+        dispatcher: Any = MatchOnly()
+        router = Router(dispatcher, None, None, access.config, access)  # type: ignore[arg-type]
+        request = Request("GET", path, headers={"Authorization": "Basic !!!"})
+        with pytest.raises(HTTPError) as refused:
+            await router.handle(request)
+        assert (refused.value.status, refused.value.reason) == (400, BAD_BASE64)
+        assert error_answer(refused.value).body == {"error": "bad_request", "reason": BAD_BASE64}
+        assert seen == ["Basic !!!"]
+
+    with_session_server(check, **settings)

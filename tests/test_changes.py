@@ -216,6 +216,44 @@ def test_a_missing_filter_or_database_is_a_clear_error_retried() -> None:
     asyncio.run(main())
 
 
+def test_a_selector_on_a_server_without_mango_is_a_precise_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        store, dispatch = FakeStore(), FakeDispatch()
+        ctx = context(store, dispatch)
+        ctx.capabilities.learn("1.7.1")
+        follower = Follower("on_order", parse_changes(TRIGGER), ctx)
+        with caplog.at_level("ERROR", logger="couchdb_events"):
+            await asyncio.wait_for(follower.run(), 3)  # ends at once: nothing to follow
+        error = (
+            "selector needs CouchDB 2.0 or later (this server: CouchDB 1.7.1); "
+            "use a design document filter"
+        )
+        status = follower.status()
+        assert (status["state"], status["last_error"], status["filter"]) == (
+            "unsupported", error, "_selector",
+        )  # fmt: skip
+        assert store.asked == [] and store.docs == {}  # no _changes request, no lease taken
+        assert [r.getMessage() for r in caplog.records] == [
+            f"changes trigger of event on_order: {error}"
+        ]
+        # A design document filter is what 1.x has: that trigger follows as ever.
+        trigger = {"db": "orders", "filter": "shop/paid"}
+        ctx = context(store, dispatch, trigger=trigger)
+        ctx.capabilities.learn("1.7.1")
+        store.batches = [Changes([row("a", 8)], 8)]
+        follower = Follower("on_order", parse_changes(trigger), ctx)
+        task = asyncio.create_task(follower.run())
+        await until(lambda: dispatch.fired == ["a"])
+        assert follower.state == "following" and follower.last_error is None
+        await follower.stop()
+        store.idle.set()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+
+
 def test_a_database_that_appears_later_is_read_from_its_first_change() -> None:
     async def main() -> None:
         store, dispatch = FakeStore(), FakeDispatch()

@@ -203,6 +203,27 @@ def test_example_shows_every_setting_with_its_default(monkeypatch: pytest.Monkey
     )
 
 
+def test_external_mode_is_offered_for_couchdb_1x_only() -> None:
+    """CouchDB 2.x breaks externals (500 noproc; then every second request crashes its
+    couch_external_server): nothing may offer external mode for it."""
+    dash = "\N{EN DASH}"
+    preamble = EXAMPLE.read_text(encoding="utf-8").split("\n[", 1)[0]
+    assert "[httpd_global_handlers] (CouchDB 0.11 to 1.7 only):" in preamble
+    assert "; Not on CouchDB 2.x: 2.0 - 2.2 answer such requests 500 noproc" in preamble
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"| 0.11 {dash} 1.7 | external" in readme
+    assert f"### CouchDB 0.11 {dash} 1.7: external" in readme
+    assert "External mode does not work on CouchDB 2.x, because of CouchDB itself." in readme
+    # No range from 0.11 reaches 2.x any more, in any spelling.
+    assert not re.search(rf"0\.11 *(-|{dash}|to) *2\.", readme + preamble)
+    helped = subprocess.run(
+        [sys.executable, "-m", "couchdb_events", "--help"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert "(CouchDB 0.11 - 1.7;" in helped.stdout and "2.2" not in helped.stdout
+    assert "external" not in run("--help").stdout
+
+
 # -- one real virtualenv -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Installed:
@@ -242,6 +263,7 @@ def test_first_run_creates_the_venv_and_prints_the_sections(installed: Installed
     assert command == f"{venv}/bin/couchdb-events daemon"
     assert os.access(command.split(" ")[0], os.X_OK)
     assert parser["httpd_global_handlers"]["_events"].endswith('<<"http://127.0.0.1:5985">>}')
+    assert "couch_httpd_external" not in result.stdout  # external mode is never offered
     # Only the placeholder URL is set; work_dir keeps couchdb-events' own default.
     assert dict(parser[SECTION]) == {"couchdb_url": PLACEHOLDER_URL}
     Config.from_settings(dict(parser[SECTION]), dict(parser[INTERPRETERS_SECTION]))
