@@ -476,7 +476,8 @@ class Activations:
     def orphans(self, before: float | None = None) -> list[tuple[str, dict[str, Any]]]:
         """The open records of daemons that are gone (see ``daemons.py``), now claimed for this
         daemon: each rewritten from the revision read to name it, so that of several daemons
-        taking over, one gets each record. Oldest first (blocking)."""
+        taking over, one gets each record (on a cluster: ``Store.prevails``). Oldest first
+        (blocking)."""
         now = time.time()
         liveness = Liveness(self.store, self.config.events_db, self.owner, now)
         claims: dict[str, list[dict[str, Any]]] = {}
@@ -489,8 +490,12 @@ class Activations:
         claimed: dict[str, tuple[str, dict[str, Any]]] = {}
         for db, docs in claims.items():
             for doc, result in zip(docs, self.store.bulk_docs(db, docs), strict=False):
-                if result.get("ok") and result.get("id") == doc["_id"]:
-                    claimed[doc["_id"]] = (db, {**doc, "_rev": result["rev"]})
+                if not result.get("ok") or result.get("id") != doc["_id"]:
+                    continue
+                rev = str(result["rev"])
+                if not self.store.prevails(db, doc["_id"], rev):
+                    continue  # a cluster took another daemon's claim beside it
+                claimed[doc["_id"]] = (db, {**doc, "_rev": rev})
         return [claimed[doc_id] for doc_id in order if doc_id in claimed]
 
     def get(self, activation_id: str) -> dict[str, Any]:

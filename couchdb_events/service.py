@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import logging
 import os
+import random
 import time
 import uuid
 from typing import Any
@@ -268,7 +269,8 @@ class Service:
         """Every ``BEAT`` seconds, resume the open runs (accepted at least ``BEAT`` seconds
         ago) of daemons gone since: another daemon on this CouchDB that died or stopped."""
         while True:
-            await asyncio.sleep(BEAT)
+            # Jitter: daemons started together would otherwise look, and claim, in step.
+            await asyncio.sleep(BEAT * random.uniform(0.75, 1.25))
             try:
                 await self.runs.resume(before=time.time() - BEAT)
             except StoreError as exc:

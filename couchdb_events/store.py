@@ -29,6 +29,7 @@ from .errors import Conflict, NotFound, StoreError, Unauthorized, Unreachable, U
 
 T = TypeVar("T")
 INDEX_ATTEMPTS = 4
+SETTLE = 0.1  # seconds before a second look at leaves that another write got in beside
 MAX_COPIES = 9  # CouchDB reads min(r, n) copies: this asks for every copy of a document
 
 
@@ -171,6 +172,7 @@ class Store:
         self._session = couchdb.http.Session(timeout=timeout, retry_delays=[0])
         self._session.cache = _NoCache()
         self._server = couchdb.Server(url, session=self._session)
+        self._copies: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Store({redact_url(self.url)!r}, timeout={self.timeout})"
@@ -250,28 +252,58 @@ class Store:
             return int(status), str(answer["rev"])
 
         what = f"PUT /{db}/{doc_id}"
-        status, rev = self._call(what, save)
-        if exclusive and status == 202 and not self.settled(db, doc_id, rev):
+        _status, rev = self._call(what, save)
+        if exclusive and not self.prevails(db, doc_id, rev):
             raise Conflict(f"{what}: conflict (another write from the same revision got in)")
         return rev
 
-    def settled(self, db: str, doc_id: str, rev: str) -> bool:
-        """After a write that a CouchDB cluster took without its write quorum (202 Accepted:
-        some copies of the document took it, others refused it with a conflict or did not
-        answer), whether ``rev`` is the document's only live leaf. Two writes from one revision
-        can both be taken that way, each by different copies, and CouchDB keeps both as
-        conflicting leaves: the one that got its quorum (201) wins, and a 202 write that finds
-        another live leaf beside it yields, deleting its own. When every writer got only a 202,
-        all of them yield, and the document is left deleted: whoever writes next (from no
-        revision) gets it."""
-        found = [str(doc["_rev"]) for doc in self.leaves(db, doc_id)]
-        if found == [rev]:
-            return True
+    def prevails(self, db: str, doc_id: str, rev: str) -> bool:
+        """After an update that settles something between daemons, whether it is the one that
+        counts. CouchDB refuses a second write from one revision, except on a cluster, where
+        two writes sent to different nodes at once can each be taken by some copies of the
+        document (the one without its write quorum answered 202): both revisions are then
+        leaves, and each writer sees them all (``leaves``). The greatest, CouchDB's winner,
+        prevails; the others withdraw their leaf, so the document is left with it alone. On a
+        cluster the winner looks twice, ``SETTLE`` apart, for a write whose copies were still
+        on their way at its first look (this narrows that window; nothing can close it)."""
+        looks = 2 if self.copies(db) > 1 else 1
+        for look in range(looks):
+            if look:
+                time.sleep(SETTLE)  # another write's copies may still have been on their way
+            leaves = self.leaves(db, doc_id)
+            if not leaves or str(leaves[0]["_rev"]) != rev:
+                self._withdraw(db, doc_id, rev)
+                return False
+        return True
+
+    def copies(self, db: str) -> int:
+        """How many copies of each document a database keeps (``n``: 1 on a single node or a
+        CouchDB 1.x; a cluster's databases say it in ``GET /{db}``); asked once per database."""
+        if db not in self._copies:
+            info = self._call(f"GET /{db}", lambda: self._db(db).info())
+            cluster = info.get("cluster") if isinstance(info, dict) else None
+            n = cluster.get("n") if isinstance(cluster, dict) else None
+            self._copies[db] = n if isinstance(n, int) and not isinstance(n, bool) else 1
+        return self._copies[db]
+
+    def _withdraw(self, db: str, doc_id: str, rev: str) -> None:
         with contextlib.suppress(StoreError):
             self._call(
                 f"DELETE /{db}/{doc_id}?rev={rev}",
                 lambda: _doc_resource(self._db(db).resource, doc_id).delete_json(rev=rev),
             )
+
+    def settled(self, db: str, doc_id: str, rev: str) -> bool:
+        """After creating a document that a cluster took without its write quorum (202, in
+        ``_bulk_docs`` ``"accepted": true``), whether it is the document's only live leaf.
+        Another daemon's creation of the same id may have been taken by the other copies: the
+        one with its quorum (201) counts, and a 202 one that finds another leaf beside it
+        withdraws its own. When every writer got only a 202, all of them withdraw and the
+        document is left deleted: whoever writes it next (from no revision) gets it."""
+        found = [str(doc["_rev"]) for doc in self.leaves(db, doc_id)]
+        if found == [rev]:
+            return True
+        self._withdraw(db, doc_id, rev)
         return False
 
     def leaves(self, db: str, doc_id: str) -> list[dict[str, Any]]:

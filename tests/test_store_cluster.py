@@ -24,8 +24,19 @@ class Script:
 
     def __init__(self) -> None:
         self.put_status = 202
+        self.copies = 3
         self.leaves = ["2-ours"]  # the winning revision first, then the conflicts
         self.seen: list[tuple[str, str, dict[str, list[str]]]] = []
+
+    def calls(self) -> list[str]:
+        """What was asked, in order: PUT, LEAVES (GET ?open_revs=all), INFO (GET /db), DELETE."""
+        names = []
+        for method, _path, query in self.seen:
+            if method == "GET":
+                names.append("LEAVES" if "open_revs" in query else "INFO")
+            else:
+                names.append(method)
+        return names
 
 
 @pytest.fixture
@@ -54,7 +65,10 @@ def node() -> Iterator[tuple[str, Script]]:
             self._answer(script.put_status, {"ok": True, "id": "schedule:e", "rev": "2-ours"})
 
         def do_GET(self) -> None:
-            self._note()
+            path, query = self._note()
+            if "open_revs" not in query:  # GET /{db}: how many copies it keeps
+                self._answer(200, {"db_name": path.strip("/"), "cluster": {"n": script.copies}})
+                return
             leaves: list[dict[str, Any]] = [
                 {"ok": {"_id": "schedule:e", "_rev": rev}} for rev in script.leaves
             ]
@@ -88,33 +102,54 @@ def test_an_exclusive_write_taken_without_quorum_beside_another_yields(
     script.leaves = ["2-ours", "2-theirs"]
     with pytest.raises(Conflict):
         Store(url, 5).put("state", DOC, exclusive=True)
-    methods = [(method, path) for method, path, _q in script.seen]
-    assert methods == [
-        ("PUT", "/state/schedule%3Ae"),
-        ("GET", "/state/schedule%3Ae"),
-        ("DELETE", "/state/schedule%3Ae"),
-    ]
-    _m, _p, query = script.seen[1]
+    assert script.calls() == ["PUT", "INFO", "LEAVES", "DELETE"]
+    assert {path for _m, path, _q in script.seen} == {"/state/schedule%3Ae", "/state"}
+    _m, _p, query = script.seen[2]
     assert query["open_revs"] == ["all"] and int(query["r"][0]) >= 3  # every copy's leaves
-    assert script.seen[2][2]["rev"] == ["2-ours"]  # only its own leaf goes
+    assert script.seen[3][2]["rev"] == ["2-ours"]  # only its own leaf goes
 
 
 def test_an_exclusive_write_taken_without_quorum_alone_counts(node: tuple[str, Script]) -> None:
     url, script = node
     script.leaves = ["2-ours"]  # and a deleted leaf, which does not count
     assert Store(url, 5).put("state", DOC, exclusive=True) == "2-ours"
-    assert [method for method, _p, _q in script.seen] == ["PUT", "GET"]
-
-
-def test_a_write_with_its_quorum_is_not_read_back(node: tuple[str, Script]) -> None:
-    url, script = node
-    script.put_status = 201
-    script.leaves = ["2-theirs", "2-ours"]
+    # A cluster (n = 3): a second look, for a write still on its way at the first.
+    assert script.calls() == ["PUT", "INFO", "LEAVES", "LEAVES"]
+    script.seen.clear()
+    script.copies = 1  # a single node: one look
     assert Store(url, 5).put("state", DOC, exclusive=True) == "2-ours"
-    assert Store(url, 5).put("state", DOC) == "2-ours"
-    script.put_status = 202
-    assert Store(url, 5).put("state", DOC) == "2-ours"  # not exclusive: taken as written
-    assert [method for method, _p, _q in script.seen] == ["PUT", "PUT", "PUT"]
+    assert script.calls() == ["PUT", "INFO", "LEAVES"]
+
+
+def test_the_greatest_leaf_prevails_whatever_the_status(node: tuple[str, Script]) -> None:
+    """Every exclusive writer reads the leaves back: the greatest (CouchDB's winner) counts,
+    even when its own answer was a 202 and the other writer's a 201."""
+    url, script = node
+    script.leaves = ["2-aaa", "2-ours"]
+    assert Store(url, 5).put("state", DOC, exclusive=True) == "2-ours"
+    script.put_status = 201
+    assert Store(url, 5).put("state", DOC, exclusive=True) == "2-ours"
+    assert script.calls() == ["PUT", "INFO", "LEAVES", "LEAVES"] * 2
+    script.leaves = ["2-ours", "2-zzz"]
+    with pytest.raises(Conflict):  # a 201 too yields to a greater leaf, which stays alone
+        Store(url, 5).put("state", DOC, exclusive=True)
+    assert script.seen[-1][0] == "DELETE" and script.seen[-1][2]["rev"] == ["2-ours"]
+
+
+def test_other_writes_are_not_read_back(node: tuple[str, Script]) -> None:
+    url, script = node
+    assert Store(url, 5).put("state", DOC) == "2-ours"  # a 202, not exclusive: as written
+    assert script.calls() == ["PUT"]
+
+
+def test_a_creation_without_quorum_beside_another_withdraws(node: tuple[str, Script]) -> None:
+    """Records: a 202 creation yields to any other leaf (the one with its quorum counts)."""
+    url, script = node
+    script.leaves = ["2-aaa", "2-ours"]
+    assert Store(url, 5).settled("db", "run", "2-ours") is False
+    assert script.seen[-1][0] == "DELETE"
+    script.leaves = ["2-ours"]
+    assert Store(url, 5).settled("db", "run", "2-ours") is True
 
 
 def test_leaves_come_in_couchdbs_order(node: tuple[str, Script]) -> None:
