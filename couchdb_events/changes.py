@@ -229,6 +229,8 @@ class Follower:
             return False
         self._next = seq
         self.state = "following"
+        if self.last_error and "lease" in self.last_error:
+            self.last_error = None  # it holds the lease again
         log.info("changes of %s for event %s: following from %s", self.trigger.db,
                  self.event_id, seq)  # fmt: skip
         return True
@@ -257,6 +259,11 @@ class Follower:
             except StoreError as exc:
                 log.warning("changes trigger of event %s: cannot renew its lease: %s",
                             self.event_id, exc)  # fmt: skip
+                if self.lease.held and self.ctx.clock() > self.lease.until:
+                    # Run out: another daemon may hold it by now. Nothing more is fired until
+                    # this daemon has taken it again.
+                    self.lease.held = False
+                    self._lost(LeaseLost(None), ran_out=True)
 
     async def _give_back(self) -> None:
         try:
@@ -266,10 +273,17 @@ class Follower:
             log.warning("changes trigger of event %s: cannot give back its lease: %s",
                         self.event_id, exc)  # fmt: skip
 
-    def _lost(self, exc: LeaseLost) -> None:
+    def _lost(self, exc: LeaseLost, ran_out: bool = False) -> None:
         if self.state == "standby":
             return  # said already
         self.state = "standby"
+        if ran_out:
+            self.last_error = (
+                f"its lease ran out while CouchDB could not be reached: stopped following "
+                f"{self.trigger.db} until it has the lease again"
+            )
+            log.warning("changes trigger of event %s: %s", self.event_id, self.last_error)
+            return
         by = f"daemon {exc.holder}" if exc.holder else "another daemon"
         self.last_error = f"lost its lease to {by}: stopped following {self.trigger.db}"
         log.warning("changes trigger of event %s: lost its lease to %s (this daemon was held up "

@@ -14,10 +14,11 @@ import pytest
 
 from couchdb_events import changes as changes_module
 from couchdb_events import followers
+from couchdb_events import lease as lease_module
 from couchdb_events.changes import Context, Follower, change_body, change_origin, seq_number
 from couchdb_events.daemons import Owner
 from couchdb_events.documents import parse_event
-from couchdb_events.errors import AlreadyFired, Conflict, HTTPError, NotFound
+from couchdb_events.errors import AlreadyFired, Conflict, HTTPError, NotFound, Unreachable
 from couchdb_events.followers import ChangesTriggers
 from couchdb_events.lease import Lease, LeaseLost
 from couchdb_events.sources import parse_changes
@@ -536,3 +537,42 @@ def test_a_change_origin_names_the_event_database_document_and_revision() -> Non
     change = {"id": "o1", "seq": "5-g1", "changes": [{"rev": "2-b"}]}
     assert change_origin("e", "orders", change) == "changes\0e\0orders\0o1\0" + "2-b"
     assert change_origin("e", "orders", {"id": "o1", "seq": 5}) is None
+
+
+def test_a_lease_that_runs_out_while_couchdb_is_away_stops_the_follower(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Renewals failing until the lease has run out: the follower stops (another daemon may
+    hold the lease by now), says why, and takes the lease again once CouchDB answers."""
+    monkeypatch.setattr(changes_module, "RENEW", 0.04)
+    monkeypatch.setattr(lease_module, "RENEW", 0.0)
+
+    class Away(FakeStore):
+        away = False
+
+        def put(self, db: str, doc: dict[str, Any], exclusive: bool = False) -> str:
+            if self.away:
+                raise Unreachable(f"PUT /{db}/{doc['_id']}: ConnectionRefusedError")
+            return super().put(db, doc, exclusive)
+
+    async def main() -> None:
+        now = [1000.0]
+        store, dispatch = Away(), FakeDispatch()
+        follower = Follower("on_order", parse_changes(TRIGGER), context(store, dispatch,
+                            clock=lambda: now[0]))  # fmt: skip
+        task = asyncio.create_task(follower.run())
+        await until(lambda: follower.state == "following")
+        store.away = True
+        now[0] = 1031.0  # past the lease's 30 s
+        await until(lambda: follower.state == "standby")
+        assert follower.last_error is not None
+        assert "its lease ran out while CouchDB could not be reached" in follower.last_error
+        assert not follower.lease.held
+        store.away = False
+        store.idle.set()
+        await until(lambda: follower.state == "following")
+        assert follower.last_error is None
+        await follower.stop()
+        await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
