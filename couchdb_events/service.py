@@ -270,7 +270,7 @@ class Service:
         ago) of daemons gone since: another daemon on this CouchDB that died or stopped."""
         while True:
             # Jitter: daemons started together would otherwise look, and claim, in step.
-            await asyncio.sleep(BEAT * random.uniform(0.75, 1.25))
+            await asyncio.sleep(BEAT * random.uniform(0.75, 1.25))  # noqa: S311 - not a secret
             try:
                 await self.runs.resume(before=time.time() - BEAT)
             except StoreError as exc:
