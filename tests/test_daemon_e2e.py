@@ -18,6 +18,7 @@ import pytest
 
 from couchdb_events.embedded import free_port
 from couchdb_events.states import MAX_YOUNG_DEATHS
+from tests.couch import split_credentials
 from tests.daemon_host import DaemonHost, http, wait_until_serving
 from tests.docs import delete_doc, put_doc, put_worker
 
@@ -78,13 +79,22 @@ class Daemon:
     couch_url: str
     work_dir: Path
 
+    @property
+    def admin(self) -> dict[str, str]:
+        """The Authorization of couch_url's admin, if it has one (a real CouchDB): the status
+        and the activation records are for admins, which on PouchDB Server's admin party
+        everyone is."""
+        return split_credentials(self.couch_url)[1]
+
     def fire(
         self, path: str, method: str = "GET", **kwargs: Any
     ) -> tuple[int, dict[str, str], Any]:
+        if path.lstrip("/").startswith(("_status", "_activations")):
+            kwargs["headers"] = {**self.admin, **(kwargs.get("headers") or {})}
         return http(method, self.url + path.lstrip("/"), **kwargs)
 
     def status(self) -> dict[str, Any]:
-        status, _h, body = http("GET", self.url + "_status")
+        status, _h, body = http("GET", self.url + "_status", headers=self.admin)
         assert status == 200
         assert isinstance(body, dict)
         return body
@@ -150,7 +160,7 @@ def start_daemon(
         hosts.append(host)
         daemon = Daemon(host, f"http://127.0.0.1:{port}/", events, workers, couch_url, work_dir)
         if wait:
-            wait_until_serving(host, daemon.url)
+            wait_until_serving(host, daemon.url, headers=daemon.admin)
         return daemon
 
     yield start
