@@ -18,7 +18,7 @@ import pytest
 
 from couchdb_events.embedded import free_port
 from couchdb_events.states import MAX_YOUNG_DEATHS
-from tests.couch import split_credentials
+from tests.couch import NewUser, split_credentials
 from tests.daemon_host import DaemonHost, http, wait_until_serving
 from tests.docs import delete_doc, put_doc, put_worker
 
@@ -609,7 +609,7 @@ onMessage(
 
 
 def test_credentials_never_reach_workers_and_helpers_are_on_the_path(
-    start_daemon: StartDaemon,
+    start_daemon: StartDaemon, new_user: NewUser
 ) -> None:
     daemon = start_daemon()
     daemon.worker(
@@ -629,10 +629,8 @@ def test_credentials_never_reach_workers_and_helpers_are_on_the_path(
         }
     )
     daemon.wait_loaded("both")
-    name = f"u{time.monotonic_ns()}"
-    user = {"name": name, "password": "pw", "roles": ["r1"], "type": "user"}
-    assert http("PUT", f"{daemon.couch_url}_users/org.couchdb.user:{name}", user)[0] == 201
-    basic = "Basic " + base64.b64encode(f"{name}:pw".encode()).decode()
+    name, password = new_user("u", roles=["r1"])
+    basic = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
     secret = {
         "Authorization": basic,
         "Cookie": "AuthSession=abc",
