@@ -158,7 +158,8 @@ def start_daemon(
         }
         host = DaemonHost({"couchdb_events": section})
         hosts.append(host)
-        daemon = Daemon(host, f"http://127.0.0.1:{port}/", events, workers, couch_url, work_dir)
+        url = section["couchdb_url"]  # the tests' server, or the one a test gives
+        daemon = Daemon(host, f"http://127.0.0.1:{port}/", events, workers, url, work_dir)
         if wait:
             wait_until_serving(host, daemon.url, headers=daemon.admin)
         return daemon
@@ -523,6 +524,8 @@ def test_couchdb_going_away_and_coming_back(
 ) -> None:
     from couchdb_events.embedded import EmbeddedCouch
 
+    # A PouchDB Server of its own, also when COUCHDB_URL names a CouchDB: the test stops it and
+    # starts it again on the same data.
     data = tmp_path / "couch-data"
     couch = EmbeddedCouch(data_dir=data).start()
     try:
