@@ -1,6 +1,7 @@
-"""End to end: events fired by a database's changes, against PouchDB Server. A selector filters;
-a restart (clean, or the daemon killed) misses no change; triggers come, change and go live; a
-missing database is an error in status until it exists; two daemons fire each change once."""
+"""End to end: events fired by a database's changes, against the tests' server. A selector
+filters; a restart (clean, or the daemon killed) misses no change; triggers come, change and go
+live; a missing database is an error in status until it exists; two daemons fire each change
+once."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """``couchdb-events push``: reading and checking event files and worker folders, then saving them.
 
 The unit tests need no server (a fake store records what would be saved); the integration tests
-push to a real PouchDB Server and read the result back over plain HTTP.
+push to the tests' server (PouchDB Server, or COUCHDB_URL's CouchDB) and read the result back
+over plain HTTP.
 """
 
 from __future__ import annotations
