@@ -141,3 +141,18 @@ def test_new_user_logs_in(couch_url: str, new_user: NewUser) -> None:
     status, session = http_json("GET", with_credentials(couch_url, (name, password)) + "_session")
     assert status == 200
     assert session["userCtx"] == {"name": name, "roles": ["r1"]}
+
+
+@pytest.mark.couchdb_only("PouchDB Server checks a _local document's revision as an ordinary one's")
+def test_a_local_document_takes_a_stale_revision(couch_url: str, fresh_db: FreshDb) -> None:
+    # Why claims and leases rest on ordinary documents (POUCHDB_DIFFERENCES.md).
+    url = f"{couch_url}{fresh_db('local')}/_local/claim"
+    status, first = http_json("PUT", url, {"holder": "a"})
+    assert status == 201
+    status, _ = http_json("PUT", url, {"holder": "b", "_rev": first["rev"]})
+    assert status == 201
+    status, stale = http_json("PUT", url, {"holder": "c", "_rev": first["rev"]})
+    assert (status, stale["ok"]) == (201, True)
+    status, _ = http_json("PUT", url, {"holder": "d"})
+    assert status == 201
+    assert http_json("GET", url)[1]["holder"] == "d"
