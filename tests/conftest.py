@@ -63,10 +63,13 @@ def couch() -> Iterator[CouchServer]:
     memory, loopback, free port, an admin party) started here."""
     url = external_couchdb_url()
     if url is not None:
+        problem = None
         try:
             server = CouchServer.connect(url)
         except CouchServerError as error:
-            pytest.fail(str(error), pytrace=False)
+            problem = str(error)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
         try:
             yield server
         finally:

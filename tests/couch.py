@@ -311,6 +311,8 @@ class CouchServer:
         shown = redact_url(url)
         try:
             status, welcome = http_json("GET", url)
+            if status == 401:
+                raise CouchServerError(f"CouchDB at {shown} rejects the credentials: {welcome}")
             if status != 200 or not isinstance(welcome, dict) or "couchdb" not in welcome:
                 raise CouchServerError(f"{shown} does not answer as a CouchDB: {status} {welcome}")
             status, session = http_json("GET", url + "_session")
