@@ -1,16 +1,20 @@
-"""Shared fixtures: a PouchDB Server for the session and fresh databases on it.
+"""Shared fixtures: the tests' CouchDB-compatible server and fresh databases on it.
 
-Tests that use ``couch`` (directly or through ``couch_url`` or ``fresh_db``) are marked
-``integration``. Without node or ``node_modules/pouchdb-server`` they are skipped, except in
-CI (``CI=true``), where a missing server is a failure.
+The server is a PouchDB Server the session starts, or, when ``COUCHDB_URL`` is set
+(``http://ADMIN:PASSWORD@HOST:PORT/``), the CouchDB there (see ``tests/couch.py``).
+
+Tests that use ``couch`` (directly or through ``couch_url``, ``fresh_db`` and the like) are
+marked ``integration``. Without node or ``node_modules/pouchdb-server`` they are skipped, except
+in CI (``CI=true``), where a missing server is a failure; a COUCHDB_URL that does not answer as
+a CouchDB with a server admin is always a failure.
+
+A test that holds on one of the two servers only says so: ``@pytest.mark.pouchdb_only(why)``
+or ``@pytest.mark.couchdb_only(why)``; it is skipped on the other, with the reason.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import urllib.parse
-import uuid
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -18,22 +22,33 @@ import pytest
 
 from tests.couch import (
     SERVER_SCRIPT,
+    CouchServer,
+    CouchServerError,
     FreshDb,
+    NewUser,
     PouchServer,
+    external_couchdb_url,
     find_node,
     find_pouchdb_server,
-    http_json,
 )
-
-# CouchDB's rule for database names, less "/", which PouchDB Server drops from names (it is
-# also laxer than CouchDB and takes upper case): see POUCHDB_DIFFERENCES.md.
-DB_NAME = re.compile(r"^[a-z][a-z0-9_$()+-]*$")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    real = external_couchdb_url() is not None
     for item in items:
         if "couch" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+        for name, skipped_on, other in (
+            ("pouchdb_only", real, "PouchDB Server"),
+            ("couchdb_only", not real, "a real CouchDB (COUCHDB_URL)"),
+        ):
+            mark = item.get_closest_marker(name)
+            if mark is None:
+                continue
+            if len(mark.args) != 1 or not isinstance(mark.args[0], str):
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.{name} takes one reason")
+            if skipped_on:
+                item.add_marker(pytest.mark.skip(reason=f"holds on {other} only: {mark.args[0]}"))
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -43,52 +58,73 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def couch() -> Iterator[PouchServer]:
-    """A running PouchDB Server (in memory, loopback, free port) for the whole session."""
+def couch() -> Iterator[CouchServer]:
+    """The server for the whole session: the CouchDB at COUCHDB_URL, or a PouchDB Server (in
+    memory, loopback, free port, an admin party) started here."""
+    url = external_couchdb_url()
+    if url is not None:
+        problem = None
+        try:
+            server = CouchServer.connect(url)
+        except CouchServerError as error:
+            problem = str(error)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
+        try:
+            yield server
+        finally:
+            server.clean_up()  # what a test's own clean-up missed
+        return
     node = find_node()
     script = find_pouchdb_server()
     if node is None:
         _unavailable("node is not on PATH")
     if script is None:
         _unavailable(f"{SERVER_SCRIPT} is missing: run ./run-tests (or `npm ci`)")
-    server = PouchServer(node=node, script=script).start()
+    pouch = PouchServer(node=node, script=script).start()
     try:
-        yield server
+        yield CouchServer(pouch.url, pouch=pouch)
     finally:
-        server.stop()
+        pouch.stop()
 
 
 @pytest.fixture
-def couch_url(couch: PouchServer) -> str:
-    """The server's root URL, with a trailing slash: ``http://127.0.0.1:PORT/``."""
+def couch_scope(couch: CouchServer) -> Iterator[CouchServer]:
+    """The server, for one test: the databases and users made through it are removed at
+    teardown (after the fixtures that use it, such as the daemons of ``start_daemon``)."""
+    scope = couch.scope()
+    yield scope
+    scope.clean_up()
+
+
+@pytest.fixture
+def couch_url(couch: CouchServer) -> str:
+    """The server's root URL, with a trailing slash: ``http://127.0.0.1:PORT/``; on a real
+    CouchDB with the admin's credentials in it."""
     return couch.url
 
 
 @pytest.fixture
-def fresh_db(couch: PouchServer) -> Iterator[FreshDb]:
+def fresh_db(couch_scope: CouchServer) -> FreshDb:
     """A factory ``fresh_db(prefix="db") -> name`` creating an empty database of a unique name.
 
     Names look like ``t_<prefix>_<10 hex digits>``; every database created is deleted at
-    teardown. The database's URL is ``couch.url + name``.
+    teardown, with every database whose name starts with its name (those a daemon derives
+    from it, such as ``<events_db>_activations_YYYY_MM``). The database's URL is
+    ``couch_url + name``.
     """
-    created: list[str] = []
+    return couch_scope.create_db
 
-    def make(prefix: str = "db") -> str:
-        name = f"t_{prefix}_{uuid.uuid4().hex[:10]}"
-        if not DB_NAME.match(name):
-            raise ValueError(f"not a valid CouchDB database name: {name!r}")
-        status, body = http_json("PUT", couch.url + urllib.parse.quote(name, safe=""))
-        if status != 201:
-            raise RuntimeError(f"could not create database {name}: {status} {body}")
-        created.append(name)
-        return name
 
-    yield make
+@pytest.fixture
+def new_db_name(couch_scope: CouchServer) -> FreshDb:
+    """A factory ``new_db_name(prefix="db") -> name`` of unique database names like
+    ``fresh_db``'s, for databases something else creates; removed at teardown as they are."""
+    return couch_scope.new_db_name
 
-    failures = []
-    for name in created:
-        status, body = http_json("DELETE", couch.url + urllib.parse.quote(name, safe=""))
-        if status not in (200, 202, 404):
-            failures.append(f"{name}: {status} {body}")
-    if failures:
-        raise RuntimeError("could not delete databases: " + "; ".join(failures))
+
+@pytest.fixture
+def new_user(couch_scope: CouchServer) -> NewUser:
+    """A factory ``new_user(prefix="user", roles=()) -> (name, password)`` of users in
+    ``_users`` with unique names; they are deleted at teardown."""
+    return couch_scope.add_user

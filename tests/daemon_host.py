@@ -8,7 +8,6 @@ a protocol line; anything else is recorded in ``invalid`` (CouchDB would log it 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -18,12 +17,13 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
 import psutil
+
+from tests.couch import split_credentials
 
 
 class DaemonHost:
@@ -176,13 +176,8 @@ def http(
     """One HTTP request; (status, headers, decoded JSON body or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     all_headers = {"Content-Type": "application/json"} if body is not None else {}
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is not None:  # urllib does not take credentials from the URL
-        token = (
-            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        )
-        all_headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
-        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    url, authorization = split_credentials(url)  # urllib does not take them from the URL
+    all_headers.update(authorization)
     all_headers.update(headers or {})
     request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
     try:
@@ -197,7 +192,10 @@ def http(
         return status, answer_headers, text
 
 
-def wait_until_serving(host: DaemonHost, url: str, timeout: float = 20.0) -> dict[str, Any]:
+def wait_until_serving(
+    host: DaemonHost, url: str, timeout: float = 20.0, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The daemon's first status answer; ``headers`` may hold the Authorization it needs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if host.proc.poll() is not None:
@@ -206,7 +204,7 @@ def wait_until_serving(host: DaemonHost, url: str, timeout: float = 20.0) -> dic
                 + "\n".join(host.stderr)
             )
         with contextlib.suppress(OSError):
-            status, _h, body = http("GET", url + "_status", timeout=2)
+            status, _h, body = http("GET", url + "_status", headers=headers, timeout=2)
             if status == 200:
                 assert isinstance(body, dict)
                 return body

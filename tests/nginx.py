@@ -78,7 +78,13 @@ def _set_upstream_server(text: str, name: str, address: str) -> str:
 
 
 def render_site(
-    text: str, *, public_port: int, events_port: int, couchdb_port: int, host: str = LOOPBACK
+    text: str,
+    *,
+    public_port: int,
+    events_port: int,
+    couchdb_port: int,
+    host: str = LOOPBACK,
+    couchdb_host: str = LOOPBACK,
 ) -> str:
     """The site file (without its comments) with the test's ports and loopback addresses.
 
@@ -101,7 +107,7 @@ def render_site(
     if len(re.findall(r"(?m)^\s*listen\s", text)) != 1:
         raise ValueError(f"{SITE.name}: a `listen` line on a port other than {SITE_PUBLIC_PORT}")
     text = _set_upstream_server(text, "couchdb_events", f"{LOOPBACK}:{events_port}")
-    return _set_upstream_server(text, "couchdb", f"{LOOPBACK}:{couchdb_port}")
+    return _set_upstream_server(text, "couchdb", f"{couchdb_host}:{couchdb_port}")
 
 
 def _port_open(port: int, host: str = LOOPBACK) -> bool:
@@ -116,11 +122,18 @@ class NginxProxy:
     """nginx serving the shipped site on a free loopback port, in front of the given ports."""
 
     def __init__(
-        self, nginx: str, *, events_port: int, couchdb_port: int, site: Path = SITE
+        self,
+        nginx: str,
+        *,
+        events_port: int,
+        couchdb_port: int,
+        couchdb_host: str = LOOPBACK,
+        site: Path = SITE,
     ) -> None:
         self.nginx = nginx
         self.events_port = events_port
         self.couchdb_port = couchdb_port
+        self.couchdb_host = couchdb_host
         self.site = site
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}/"
@@ -136,6 +149,7 @@ class NginxProxy:
             public_port=self.port,
             events_port=self.events_port,
             couchdb_port=self.couchdb_port,
+            couchdb_host=self.couchdb_host,
         )
         (prefix / "site.conf").write_text(site, encoding="utf-8")
         temp = {

@@ -1,7 +1,9 @@
-"""Who may fire what, against a real PouchDB Server with an admin and users (serve mode).
+"""Who may fire what, against a server with an admin and users (serve mode): a PouchDB Server
+of its own, or the CouchDB of COUCHDB_URL and its admin (``server_with_admin``).
 
 The server here has an admin, so it is no longer an "admin party": anonymous callers are
-anonymous, and couchdb-events must ask ``/_session`` who each caller is.
+anonymous, and couchdb-events must ask ``/_session`` who each caller is. The users (ann, role
+mailers; bob, no roles) and the databases have names of their own.
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from couchdb_events.embedded import EmbeddedCouch, free_port
+from tests.couch import CouchServer, server_with_admin
 from tests.daemon_host import http
 from tests.docs import put_doc, put_worker
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = ("boss", "s3cret")
 WHO_PY = """
 import couchdb_events_worker as w
 w.run(lambda m: {"user": m["request"]["user"]}, mode="reply")
@@ -37,42 +40,49 @@ def basic(name: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
+@dataclass(frozen=True)
+class Secured:
+    server: CouchServer  # url: with the admin's credentials
+    admin: tuple[str, str]
+    ann: tuple[str, str]  # role mailers
+    bob: tuple[str, str]  # no roles
+    events: str
+    workers: str
+
+
 @pytest.fixture(scope="module")
-def secured() -> Iterator[EmbeddedCouch]:
+def secured(couch: CouchServer) -> Iterator[Secured]:
     """A server with an admin, users ann (role mailers) and bob (no roles), and the documents."""
-    with EmbeddedCouch() as couch:
-        assert http("PUT", couch.url + "_config/admins/" + ADMIN[0], raw=b'"s3cret"')[0] == 200
-        admin = basic(*ADMIN)
-        for name, roles in (("ann", ["mailers"]), ("bob", [])):
-            doc = {"name": name, "password": f"{name}-pw", "roles": roles, "type": "user"}
-            url = f"{couch.url}_users/org.couchdb.user:{name}"
-            assert http("PUT", url, doc, headers=admin)[0] == 201
-        authed = couch.url.replace("http://", f"http://{ADMIN[0]}:{ADMIN[1]}@")
-        for db in ("events", "workers"):
-            assert http("PUT", couch.url + db, headers=admin)[0] == 201
+    with server_with_admin(couch) as server:
+        assert server.admin is not None
+        ann, bob = server.add_user("ann", roles=["mailers"]), server.add_user("bob")
+        events, workers = server.create_db("events"), server.create_db("workers")
+        authed = server.url
         put_worker(
-            authed, "workers", "who", {"w.py": WHO_PY}, type="python", delegate="w.py", mode="reply"
+            authed, workers, "who", {"w.py": WHO_PY}, type="python", delegate="w.py", mode="reply"
         )
-        put_doc(authed, "events", {"_id": "open", "workers": {"who": {}}})
-        put_doc(authed, "events", {"_id": "mail", "roles": ["mailers"], "workers": {"who": {}}})
-        put_doc(authed, "events", {"_id": "hello", "public": True, "workers": {"who": {}}})
-        yield couch
+        put_doc(authed, events, {"_id": "open", "workers": {"who": {}}})
+        put_doc(authed, events, {"_id": "mail", "roles": ["mailers"], "workers": {"who": {}}})
+        put_doc(authed, events, {"_id": "hello", "public": True, "workers": {"who": {}}})
+        yield Secured(server, server.admin, ann, bob, events, workers)
 
 
 StartServe = Callable[..., str]
 
 
 @pytest.fixture
-def serve(secured: EmbeddedCouch, tmp_path: Path) -> Iterator[StartServe]:
+def serve(secured: Secured, tmp_path: Path) -> Iterator[StartServe]:
     procs: list[subprocess.Popen[bytes]] = []
+    admin = basic(*secured.admin)
 
     def start(**settings: str) -> str:
         port = free_port()
         ini = tmp_path / f"serve{len(procs)}.ini"
-        authed = secured.url.replace("http://", f"http://{ADMIN[0]}:{ADMIN[1]}@")
         lines = [
             "[couchdb_events]",
-            f"couchdb_url = {authed}",
+            f"couchdb_url = {secured.server.url}",
+            f"events_db = {secured.events}",
+            f"workers_db = {secured.workers}",
             f"port = {port}",
             f"work_dir = {tmp_path / 'work'}",
             *(f"{k} = {v}" for k, v in settings.items()),
@@ -96,10 +106,7 @@ def serve(secured: EmbeddedCouch, tmp_path: Path) -> Iterator[StartServe]:
             assert time.monotonic() < deadline, "serve did not answer"
             time.sleep(0.05)
         wait_until = time.monotonic() + 10
-        while (
-            http("GET", url + "_status", headers=basic(*ADMIN))[2].get("workers", {}).get("who")
-            is None
-        ):
+        while http("GET", url + "_status", headers=admin)[2].get("workers", {}).get("who") is None:
             assert time.monotonic() < wait_until
             time.sleep(0.05)
         return url
@@ -119,37 +126,38 @@ def fire(url: str, path: str, headers: dict[str, str] | None = None) -> tuple[in
     return status, body
 
 
-def test_wrong_password_is_refused(serve: StartServe) -> None:
+def test_wrong_password_is_refused(serve: StartServe, secured: Secured) -> None:
     url = serve()
-    status, body = fire(url, "open", basic("ann", "wrong"))
+    status, body = fire(url, "open", basic(secured.ann[0], "wrong"))
     assert (status, body["error"]) == (401, "unauthorized")
 
 
-def test_roles_decide_who_may_fire(serve: StartServe) -> None:
+def test_roles_decide_who_may_fire(serve: StartServe, secured: Secured) -> None:
     url = serve()
     assert fire(url, "mail")[0] == 401
-    status, body = fire(url, "mail", basic("bob", "bob-pw"))
+    status, body = fire(url, "mail", basic(*secured.bob))
     assert (status, body["error"]) == (403, "forbidden") and "mailers" in body["reason"]
-    status, body = fire(url, "mail", basic("ann", "ann-pw"))
+    status, body = fire(url, "mail", basic(*secured.ann))
     assert status == 200 and body["runs"][0]["answer"]["user"] == {
-        "name": "ann",
+        "name": secured.ann[0],
         "roles": ["mailers"],
     }
-    status, body = fire(url, "mail", basic(*ADMIN))
-    assert status == 200 and body["runs"][0]["answer"]["user"]["name"] == "boss"
+    status, body = fire(url, "mail", basic(*secured.admin))
+    assert status == 200 and body["runs"][0]["answer"]["user"]["name"] == secured.admin[0]
 
 
-def test_cookie_sessions_work_too(serve: StartServe, secured: EmbeddedCouch) -> None:
+def test_cookie_sessions_work_too(serve: StartServe, secured: Secured) -> None:
     url = serve()
-    form = urllib.parse.urlencode({"name": "ann", "password": "ann-pw"}).encode()
+    name, password = secured.ann
+    form = urllib.parse.urlencode({"name": name, "password": password}).encode()
     status, headers, _b = http(
-        "POST", secured.url + "_session", raw=form,
+        "POST", secured.server.public_url + "_session", raw=form,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )  # fmt: skip
     assert status == 200
     cookie = headers["Set-Cookie"].split(";")[0]
     status, body = fire(url, "mail", {"Cookie": cookie})
-    assert status == 200 and body["runs"][0]["answer"]["user"]["name"] == "ann"
+    assert status == 200 and body["runs"][0]["answer"]["user"]["name"] == name
 
 
 def test_anonymous_may_fire_an_open_event_without_asking_couchdb(serve: StartServe) -> None:
@@ -158,12 +166,12 @@ def test_anonymous_may_fire_an_open_event_without_asking_couchdb(serve: StartSer
     assert status == 200 and body["runs"][0]["answer"]["user"] is None
 
 
-def test_require_valid_user(serve: StartServe) -> None:
+def test_require_valid_user(serve: StartServe, secured: Secured) -> None:
     url = serve(require_valid_user="true")
     assert fire(url, "open")[0] == 401
     assert fire(url, "no_such_event")[0] == 401  # strangers learn nothing
-    assert fire(url, "no_such_event", basic("bob", "bob-pw"))[0] == 404
-    assert fire(url, "open", basic("bob", "bob-pw"))[0] == 200
+    assert fire(url, "no_such_event", basic(*secured.bob))[0] == 404
+    assert fire(url, "open", basic(*secured.bob))[0] == 200
     status, body = fire(url, "hello")  # public
     assert status == 200 and body["runs"][0]["answer"]["user"] is None
 
@@ -172,15 +180,18 @@ def test_require_valid_user(serve: StartServe) -> None:
     ("access", "anonymous", "bob", "boss"),
     [("admin", 401, 403, 200), ("user", 401, 200, 200), ("public", 200, 200, 200)],
 )
-def test_status_access(serve: StartServe, access: str, anonymous: int, bob: int, boss: int) -> None:
+def test_status_access(
+    serve: StartServe, secured: Secured, access: str, anonymous: int, bob: int, boss: int
+) -> None:
     url = serve(status_access=access)
     assert http("GET", url + "_status")[0] == anonymous
-    assert http("GET", url + "_status", headers=basic("bob", "bob-pw"))[0] == bob
-    assert http("GET", url + "_status", headers=basic(*ADMIN))[0] == boss
+    assert http("GET", url + "_status", headers=basic(*secured.bob))[0] == bob
+    assert http("GET", url + "_status", headers=basic(*secured.admin))[0] == boss
 
 
 @pytest.mark.parametrize("durable", [True, False])
 def test_couchdb_down_means_503_not_a_pass(tmp_path: Path, durable: bool) -> None:
+    # A PouchDB Server of its own, also when COUCHDB_URL names a CouchDB: the test stops it.
     with EmbeddedCouch() as couch:
         for db in ("events", "workers"):
             assert http("PUT", couch.url + db)[0] == 201

@@ -22,7 +22,7 @@ from couchdb_events.config import Config
 from couchdb_events.errors import Unsupported
 from couchdb_events.request import Request
 from couchdb_events.store import Store
-from tests.couch import PouchServer
+from tests.couch import CouchServer
 
 RESERVED = "Only reserved document ids may start with underscore."
 
@@ -44,7 +44,7 @@ class CouchDB17(Store):
 
 
 @pytest.fixture
-def prefix(couch: PouchServer) -> Iterator[str]:
+def prefix(couch: CouchServer) -> Iterator[str]:
     """A unique ``activations_db`` (``t_acts_<hex>``; ``mango_prefix`` gives another of the same
     hex); their monthly databases are deleted afterwards."""
     unique = uuid.uuid4().hex[:10]
@@ -117,7 +117,7 @@ def expected(docs: list[dict[str, Any]], query: dict[str, str], limit: int, skip
 
 
 def test_start_finds_out_and_says_how_records_are_read(
-    couch: PouchServer, prefix: str, caplog: pytest.LogCaptureFixture
+    couch: CouchServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = CouchDB17(couch.url)
     capabilities = Capabilities()
@@ -156,7 +156,7 @@ def test_start_finds_out_and_says_how_records_are_read(
     ],
 )
 def test_the_listing_pages_like_find(
-    couch: PouchServer, prefix: str, query: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    couch: CouchServer, prefix: str, query: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(activations_views, "ROWS", 3)  # many small batches, ties across them
     monkeypatch.setattr(activations_views, "DOCS", 2)
@@ -171,7 +171,7 @@ def test_the_listing_pages_like_find(
     assert store.mango_asked == ["_index"]
 
 
-def test_the_listing_answers_over_http_the_same(couch: PouchServer, prefix: str) -> None:
+def test_the_listing_answers_over_http_the_same(couch: CouchServer, prefix: str) -> None:
     store = CouchDB17(couch.url)
     acts = asyncio.run(started(store, prefix))
     docs = put_records(store, acts, prefix)
@@ -186,7 +186,7 @@ def test_the_listing_answers_over_http_the_same(couch: PouchServer, prefix: str)
     assert (answer.body["limit"], answer.body["skip"], answer.body["count"]) == (4, 2, 4)
 
 
-def test_the_listing_matches_find_on_a_server_with_mango(couch: PouchServer, prefix: str) -> None:
+def test_the_listing_matches_find_on_a_server_with_mango(couch: CouchServer, prefix: str) -> None:
     """The same records, read through Mango (PouchDB Server has it) and through the views."""
     views = CouchDB17(couch.url)
     without = asyncio.run(started(views, prefix))
@@ -205,7 +205,7 @@ def test_the_listing_matches_find_on_a_server_with_mango(couch: PouchServer, pre
 
 
 def test_resuming_finds_the_open_records_oldest_first(
-    couch: PouchServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+    couch: CouchServer, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(activations_views, "DOCS", 3)
     store = CouchDB17(couch.url)
@@ -233,7 +233,7 @@ def test_resuming_finds_the_open_records_oldest_first(
 
 
 def test_a_month_without_the_design_document_gets_it_when_read(
-    couch: PouchServer, prefix: str
+    couch: CouchServer, prefix: str
 ) -> None:
     store = CouchDB17(couch.url)
     acts = asyncio.run(started(store, prefix))
@@ -244,7 +244,7 @@ def test_a_month_without_the_design_document_gets_it_when_read(
     assert store.get(db, "_design/" + INDEX_DDOC)["views"] == activations_views.VIEWS
 
 
-def test_only_start_decides(couch: PouchServer, prefix: str) -> None:
+def test_only_start_decides(couch: CouchServer, prefix: str) -> None:
     """A server that had ``_index`` at start and then answers as 1.7 (a proxy gone wrong) gets
     an error for the new month, not views over its Mango indexes."""
     store = CouchDB17(couch.url)

@@ -1,10 +1,10 @@
-"""End to end: events fired by a database's changes, against PouchDB Server. A selector filters;
-a restart (clean, or the daemon killed) misses no change; triggers come, change and go live; a
-missing database is an error in status until it exists; two daemons fire each change once."""
+"""End to end: events fired by a database's changes, against the tests' server. A selector
+filters; a restart (clean, or the daemon killed) misses no change; triggers come, change and go
+live; a missing database is an error in status until it exists; two daemons fire each change
+once."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import urllib.parse
 from pathlib import Path
@@ -224,6 +224,8 @@ def test_couchdb_going_away_and_coming_back(
 ) -> None:
     from couchdb_events.embedded import EmbeddedCouch
 
+    # A PouchDB Server of its own, also when COUCHDB_URL names a CouchDB: the test stops it and
+    # starts it again on the same data.
     data = tmp_path / "couch-data"
     couch = EmbeddedCouch(data_dir=data).start()
     try:
@@ -231,7 +233,6 @@ def test_couchdb_going_away_and_coming_back(
         for db in ("ev", "wk", "orders"):
             assert http_json("PUT", url + db)[0] == 201
         daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
-        daemon = dataclasses.replace(daemon, couch_url=url)  # documents go to this server
         follow(daemon, "orders")
         put_orders(daemon, "orders", ("before", "new"))
         wait_for(lambda: changed_ids(daemon.work_dir) == ["before"])

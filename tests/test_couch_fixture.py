@@ -1,4 +1,5 @@
-"""The test server itself: PouchDB Server behaves enough like CouchDB for our tests."""
+"""The test server itself: PouchDB Server (or the CouchDB of COUCHDB_URL) behaves enough like
+CouchDB for our tests, and the tests leave nothing behind on it."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from typing import Any
 
 import pytest
 
-from tests.couch import FreshDb, PouchServer, http_json
+from tests.couch import CouchServer, FreshDb, NewUser, http_json, with_credentials
 
 
-def test_server_answers_on_loopback(couch: PouchServer, couch_url: str) -> None:
-    assert couch_url == f"http://127.0.0.1:{couch.port}/"
+def test_server_answers(couch: CouchServer, couch_url: str) -> None:
+    assert couch_url == couch.url and couch.public_url == f"http://{couch.host}:{couch.port}/"
+    if not couch.is_couchdb:
+        assert couch_url == f"http://127.0.0.1:{couch.port}/"
     status, welcome = http_json("GET", couch_url)
     assert status == 200
     assert "version" in welcome
+    status, session = http_json("GET", couch_url + "_session")
+    assert status == 200 and "_admin" in session["userCtx"]["roles"]
 
 
 def test_document_round_trip_in_fresh_db(couch_url: str, fresh_db: FreshDb) -> None:
@@ -98,3 +103,56 @@ def test_fresh_databases_are_isolated(couch_url: str, fresh_db: FreshDb) -> None
 def test_fresh_db_rejects_names_couchdb_would_refuse(fresh_db: FreshDb) -> None:
     with pytest.raises(ValueError, match="not a valid CouchDB database name"):
         fresh_db("Upper")
+
+
+def test_databases_made_by_the_tests_are_dropped_with_those_named_after_them(
+    couch: CouchServer,
+) -> None:
+    scope = couch.scope()
+    first, second = scope.create_db("drop"), scope.new_db_name("drop")
+    derived = [f"{first}_activations_2026_01", f"{second}_state"]  # as a daemon names them
+    for name in [second, *derived]:
+        assert http_json("PUT", couch.db_url(name))[0] == 201
+    kept = couch.scope().create_db("kept")
+    try:
+        with pytest.raises(ValueError, match="not database names the tests made"):
+            scope.drop_dbs("t_kept")  # only whole names handed out, never a guessed prefix
+        scope.clean_up()
+        _, all_dbs = http_json("GET", couch.url + "_all_dbs")
+        assert not [db for db in all_dbs if db.startswith((first, second))]
+        assert kept in all_dbs
+    finally:
+        http_json("DELETE", couch.db_url(kept))
+
+
+def test_users_made_by_a_test_are_deleted_at_its_end(couch: CouchServer) -> None:
+    scope = couch.scope()
+    name, _password = scope.add_user("someone", roles=["readers"])
+    assert name.startswith("t_someone_")
+    doc_url = f"{couch.url}_users/org.couchdb.user:{name}"
+    status, doc = http_json("GET", doc_url)
+    assert (status, doc["roles"]) == (200, ["readers"])
+    scope.clean_up()
+    assert http_json("GET", doc_url)[0] == 404
+
+
+def test_new_user_logs_in(couch_url: str, new_user: NewUser) -> None:
+    name, password = new_user("login", roles=["r1"])
+    status, session = http_json("GET", with_credentials(couch_url, (name, password)) + "_session")
+    assert status == 200
+    assert session["userCtx"] == {"name": name, "roles": ["r1"]}
+
+
+@pytest.mark.couchdb_only("PouchDB Server checks a _local document's revision as an ordinary one's")
+def test_a_local_document_takes_a_stale_revision(couch_url: str, fresh_db: FreshDb) -> None:
+    # Why claims and leases rest on ordinary documents (POUCHDB_DIFFERENCES.md).
+    url = f"{couch_url}{fresh_db('local')}/_local/claim"
+    status, first = http_json("PUT", url, {"holder": "a"})
+    assert status == 201
+    status, _ = http_json("PUT", url, {"holder": "b", "_rev": first["rev"]})
+    assert status == 201
+    status, stale = http_json("PUT", url, {"holder": "c", "_rev": first["rev"]})
+    assert (status, stale["ok"]) == (201, True)
+    status, _ = http_json("PUT", url, {"holder": "d"})
+    assert status == 201
+    assert http_json("GET", url)[1]["holder"] == "d"

@@ -1,7 +1,8 @@
 """``couchdb-events push``: reading and checking event files and worker folders, then saving them.
 
 The unit tests need no server (a fake store records what would be saved); the integration tests
-push to a real PouchDB Server and read the result back over plain HTTP.
+push to the tests' server (PouchDB Server, or COUCHDB_URL's CouchDB) and read the result back
+over plain HTTP.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from couchdb_events import push
 from couchdb_events.config import Config
 from couchdb_events.errors import Conflict, DocumentError, NotFound, Unreachable
 from couchdb_events.push import load_json, push_path
+from tests.couch import split_credentials
 
 # The seed's two documents, typos included.
 SEED_EVENT = """{
@@ -384,14 +386,20 @@ def test_cli_reports_errors_without_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-# -- against PouchDB Server -------------------------------------------------------------------
+# -- against the tests' server ----------------------------------------------------------------
+def _get(url: str, accept: str = "*/*") -> urllib.request.Request:
+    url, headers = split_credentials(url)  # urllib does not take them from the URL
+    return urllib.request.Request(url, headers={**headers, "Accept": accept})
+
+
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=15) as answer:
+    # Without this Accept CouchDB answers ?attachments=true as multipart/related.
+    with urllib.request.urlopen(_get(url, "application/json"), timeout=15) as answer:
         return json.loads(answer.read())
 
 
 def get_raw(url: str) -> tuple[str, bytes]:
-    with urllib.request.urlopen(url, timeout=15) as answer:
+    with urllib.request.urlopen(_get(url), timeout=15) as answer:
         return answer.headers["Content-Type"], answer.read()
 
 

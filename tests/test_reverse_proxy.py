@@ -1,10 +1,11 @@
-"""The shipped reverse-proxy configurations, run for real in front of PouchDB Server and
-``couchdb-events serve`` (started with the shipped ``deploy/couchdb-events.ini.example``, its
-addresses overridden by flags).
+"""The shipped reverse-proxy configurations, run for real in front of the tests' server
+(PouchDB Server, or the CouchDB of COUCHDB_URL) and ``couchdb-events serve`` (started with the
+shipped ``deploy/couchdb-events.ini.example``, its addresses overridden by flags).
 
 Each check runs through nginx (``deploy/nginx/couchdb-events.conf``; nginx must be installed,
 ``./run-tests`` installs it) and through haproxy (``deploy/haproxy/couchdb-events.cfg``; only
-when haproxy is installed, it is never required).
+when haproxy is installed, it is never required). Requests to CouchDB through the proxy carry
+the credentials of ``couch_url`` (a real CouchDB 3 lets only its admins into new databases).
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from typing import Any
 
 import pytest
 
-from tests.couch import LOOPBACK, REPO_ROOT, PouchServer, free_port, http_json
+from tests.couch import (
+    LOOPBACK,
+    REPO_ROOT,
+    CouchServer,
+    free_port,
+    http_json,
+    split_credentials,
+    with_credentials,
+)
 from tests.daemon_host import http
 from tests.docs import put_doc, put_worker
 from tests.nginx import NginxProxy, nginx_binary_fixture  # noqa: F401 - nginx_binary
@@ -68,7 +77,14 @@ def find_haproxy() -> str | None:
     return None
 
 
-def render_haproxy(text: str, *, public_port: int, events_port: int, couchdb_port: int) -> str:
+def render_haproxy(
+    text: str,
+    *,
+    public_port: int,
+    events_port: int,
+    couchdb_port: int,
+    couchdb_host: str = LOOPBACK,
+) -> str:
     """The shipped config with the test's ports, and a ``global`` section fit for a test run
     (no user switch, no syslog). Fails when the file no longer has the lines it replaces."""
     sections: list[tuple[str, list[str]]] = []
@@ -80,7 +96,10 @@ def render_haproxy(text: str, *, public_port: int, events_port: int, couchdb_por
             sections.append((line, []))
         elif sections:
             sections[-1][1].append(line)
-    servers = {"couchdb_events": events_port, "couchdb": couchdb_port}
+    servers = {
+        "couchdb_events": f"{LOOPBACK}:{events_port}",
+        "couchdb": f"{couchdb_host}:{couchdb_port}",
+    }
     out = ["global", "    maxconn 256"]
     replaced: list[str] = []
     for header, body in sections:
@@ -94,7 +113,7 @@ def render_haproxy(text: str, *, public_port: int, events_port: int, couchdb_por
                 out.append(f"    bind {LOOPBACK}:{public_port}")
                 replaced.append("bind")
             elif kind == "backend" and words[0] == "server" and name.strip() in servers:
-                out.append(f"    server {words[1]} {LOOPBACK}:{servers[name.strip()]}")
+                out.append(f"    server {words[1]} {servers[name.strip()]}")
                 replaced.append(name.strip())
             else:
                 out.append(line)
@@ -107,10 +126,13 @@ def render_haproxy(text: str, *, public_port: int, events_port: int, couchdb_por
 class HaproxyProxy:
     """haproxy running the shipped config (ports replaced) in the foreground."""
 
-    def __init__(self, haproxy: str, *, events_port: int, couchdb_port: int) -> None:
+    def __init__(
+        self, haproxy: str, *, events_port: int, couchdb_port: int, couchdb_host: str = LOOPBACK
+    ) -> None:
         self.haproxy = haproxy
         self.events_port = events_port
         self.couchdb_port = couchdb_port
+        self.couchdb_host = couchdb_host
         self.port = free_port()
         self.url = f"http://{LOOPBACK}:{self.port}/"
         self._dir = Path(tempfile.mkdtemp(prefix="couchdb-events-haproxy-"))
@@ -132,6 +154,7 @@ class HaproxyProxy:
                 public_port=self.port,
                 events_port=self.events_port,
                 couchdb_port=self.couchdb_port,
+                couchdb_host=self.couchdb_host,
             ),
             encoding="utf-8",
         )
@@ -183,7 +206,7 @@ class HaproxyProxy:
         self.stop()
 
 
-# -- the stack: PouchDB Server, couchdb-events serve, a proxy ---------------------------------
+# -- the stack: the tests' server, couchdb-events serve, a proxy -----------------------------
 @dataclass(frozen=True)
 class Service:
     couch_url: str
@@ -198,21 +221,15 @@ class Proxy:
     name: str
     url: str
     port: int
+    couch_url: str  # the proxy's URL with the credentials of couch_url, for CouchDB's side
 
 
-def _create_db(couch_url: str, prefix: str) -> str:
-    name = f"t_{prefix}_{uuid.uuid4().hex[:10]}"
-    status, body = http_json("PUT", couch_url + name)
-    assert status == 201, body
-    return name
-
-
-def _wait_for_event(proc: subprocess.Popen[bytes], url: str) -> None:
+def _wait_for_event(proc: subprocess.Popen[bytes], url: str, admin: dict[str, str]) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         assert proc.poll() is None, "serve exited at start"
         try:
-            status, _h, body = http("GET", url + "_status", timeout=2)
+            status, _h, body = http("GET", url + "_status", headers=admin, timeout=2)
             if status == 200 and EVENT in body.get("events", {}):
                 return
         except OSError:
@@ -222,11 +239,13 @@ def _wait_for_event(proc: subprocess.Popen[bytes], url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def service(couch: PouchServer) -> Iterator[Service]:
+def service(couch: CouchServer) -> Iterator[Service]:
     """``couchdb-events serve --config <the shipped ini example>`` on fresh databases."""
     couch_url = couch.url
-    dbs = [_create_db(couch_url, prefix) for prefix in ("events", "workers", "plain")]
-    events_db, workers_db, db = dbs
+    scope = couch.scope()
+    events_db, workers_db, db = (
+        scope.create_db(prefix) for prefix in ("events", "workers", "plain")
+    )
     put_worker(
         couch_url, workers_db, "echo", {"echo.py": ECHO_PY},
         type="python", delegate="echo.py", mode="reply",
@@ -242,31 +261,35 @@ def service(couch: PouchServer) -> Iterator[Service]:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     try:
-        _wait_for_event(proc, f"http://{LOOPBACK}:{port}/_events/")
+        _wait_for_event(proc, f"http://{LOOPBACK}:{port}/_events/", split_credentials(couch_url)[1])
         yield Service(couch_url, port, events_db, workers_db, db)
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)
         shutil.rmtree(work_dir, ignore_errors=True)
-        for name in dbs:
-            http_json("DELETE", couch_url + name)
+        scope.clean_up()
     assert proc.returncode == 0, err.decode(errors="replace")
 
 
 @pytest.fixture(scope="module", params=["nginx", "haproxy"])
-def proxy(request: pytest.FixtureRequest, service: Service, couch: PouchServer) -> Iterator[Proxy]:
-    """The proxy, in front of the service and PouchDB Server."""
+def proxy(request: pytest.FixtureRequest, service: Service, couch: CouchServer) -> Iterator[Proxy]:
+    """The proxy, in front of the service and the tests' server."""
     runner: NginxProxy | HaproxyProxy
     if request.param == "nginx":
         nginx = request.getfixturevalue("nginx_binary")
-        runner = NginxProxy(nginx, events_port=service.port, couchdb_port=couch.port)
+        runner = NginxProxy(
+            nginx, events_port=service.port, couchdb_port=couch.port, couchdb_host=couch.host
+        )
     else:
         haproxy = find_haproxy()
         if haproxy is None:
             pytest.skip("haproxy is not installed (optional: apt-get install haproxy)")
-        runner = HaproxyProxy(haproxy, events_port=service.port, couchdb_port=couch.port)
+        runner = HaproxyProxy(
+            haproxy, events_port=service.port, couchdb_port=couch.port, couchdb_host=couch.host
+        )
     with runner:
-        yield Proxy(request.param, runner.url, runner.port)
+        url = with_credentials(runner.url, couch.admin)
+        yield Proxy(request.param, runner.url, runner.port, url)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -298,7 +321,7 @@ def test_event_fires_through_the_proxy_and_the_worker_sees_the_forwarded_headers
 
 
 def test_status_and_welcome_through_the_proxy(proxy: Proxy, service: Service) -> None:
-    status, _h, body = http("GET", f"{proxy.url}_events/_status")
+    status, _h, body = http("GET", f"{proxy.couch_url}_events/_status")  # for admins
     assert status == 200, body
     info = body["couchdb_events"]
     assert (info["events_db"], info["workers_db"]) == (service.events_db, service.workers_db)
@@ -309,21 +332,21 @@ def test_status_and_welcome_through_the_proxy(proxy: Proxy, service: Service) ->
 
 
 def test_everything_else_goes_to_couchdb(
-    proxy: Proxy, service: Service, couch: PouchServer
+    proxy: Proxy, service: Service, couch: CouchServer
 ) -> None:
     _status, welcome = http_json("GET", couch.url)
     status, _h, body = http("GET", proxy.url)
     assert status == 200 and body["uuid"] == welcome["uuid"], body
-    status, _h, body = http("GET", proxy.url + service.db)
+    status, _h, body = http("GET", proxy.couch_url + service.db)
     assert (status, body["db_name"]) == (200, service.db), body
     # A write through the proxy, body and all; the Location names the proxy's address.
     doc_id = f"through_{proxy.name}"
-    status, _h, body = http("PUT", f"{proxy.url}{service.db}/{doc_id}", {"via": proxy.name})
+    status, _h, body = http("PUT", f"{proxy.couch_url}{service.db}/{doc_id}", {"via": proxy.name})
     assert status == 201 and body["id"] == doc_id, body
     status, direct = http_json("GET", f"{couch.url}{service.db}/{doc_id}")
     assert (status, direct["via"]) == (200, proxy.name), direct
     # A name under /_events... that is not /_events itself is CouchDB's.
-    status, _h, body = http("GET", proxy.url + "_eventsdb")
+    status, _h, body = http("GET", proxy.couch_url + "_eventsdb")
     assert "couchdb_events" not in body, body
 
 
@@ -335,13 +358,13 @@ def _write_doc_after(couch_url: str, db: str, doc_id: str, delay: float) -> floa
 
 
 def test_longpoll_changes_feed_stays_open_and_returns_on_a_change(
-    proxy: Proxy, service: Service, couch: PouchServer
+    proxy: Proxy, service: Service, couch: CouchServer
 ) -> None:
     doc_id = f"longpoll_{proxy.name}_{uuid.uuid4().hex[:6]}"
     result: dict[str, Any] = {}
 
     def poll() -> None:
-        url = f"{proxy.url}{service.db}/_changes?feed=longpoll&since=now&timeout=30000"
+        url = f"{proxy.couch_url}{service.db}/_changes?feed=longpoll&since=now&timeout=30000"
         result["answer"] = http("GET", url, timeout=20)
         result["returned"] = time.monotonic()
 
@@ -359,7 +382,7 @@ def test_longpoll_changes_feed_stays_open_and_returns_on_a_change(
 
 
 def test_continuous_changes_feed_streams_through_the_proxy(
-    proxy: Proxy, service: Service, couch: PouchServer
+    proxy: Proxy, service: Service, couch: CouchServer
 ) -> None:
     doc_id = f"continuous_{proxy.name}_{uuid.uuid4().hex[:6]}"
     connection = HTTPConnection(LOOPBACK, proxy.port, timeout=10)
@@ -370,7 +393,9 @@ def test_continuous_changes_feed_streams_through_the_proxy(
     )
     try:
         connection.request(
-            "GET", f"/{urllib.parse.quote(service.db)}/_changes?feed=continuous&since=now"
+            "GET",
+            f"/{urllib.parse.quote(service.db)}/_changes?feed=continuous&since=now",
+            headers=split_credentials(proxy.couch_url)[1],
         )
         # PouchDB Server sends the response head with the first line of the feed.
         writer.start()

@@ -1,5 +1,5 @@
 """Schedules: reading them, next and missed fires with a fake clock, catch-up policies, and the
-claim on the state document (against a fake store and against PouchDB Server's _local docs)."""
+claim on the state document (against a fake store and against the tests' server)."""
 
 from __future__ import annotations
 

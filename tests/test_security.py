@@ -1,11 +1,13 @@
 """Only server admins may change events and workers: ``couchdb-events setup`` and what it puts
 in place (a ``validate_doc_update`` design document and a ``_security`` object).
 
-The validate function runs in node as CouchDB would call it; the rest against a PouchDB
-Server of its own with an admin, a user without roles (bob) and a user with a reader role
-(ann). PouchDB Server 4.2.0 enforces both the validate function and ``_security``, with other
-statuses and reasons than CouchDB at places (see POUCHDB_DIFFERENCES.md): the tests take 401
-or 403 as a refusal.
+The validate function runs in node as CouchDB would call it; the rest against a server with
+an admin (``server_with_admin``: a PouchDB Server of its own, or the CouchDB of COUCHDB_URL and
+its admin), a user without roles (bob) and a user with a reader role (ann), all with names of
+their own (``t_bob_<hex>``), and databases of unique names: "events" below stands for one.
+PouchDB Server 4.2.0 enforces both the validate function and ``_security``, with other statuses
+and reasons than CouchDB at places (see POUCHDB_DIFFERENCES.md): the tests take 401 or 403 as a
+refusal.
 """
 
 from __future__ import annotations
@@ -33,15 +35,15 @@ from couchdb_events.security import (
     design_document,
     security_object,
 )
-from tests.couch import PouchServer, find_node, find_pouchdb_server, free_port
+from tests.couch import CouchServer, find_node, free_port, server_with_admin, with_credentials
 from tests.daemon_host import http
 
-ADMIN = ("boss", "s3cret-admin-pw")
-BOB = ("bob", "bob-pw-123")  # a user without roles
-ANN = ("ann", "ann-pw-456")  # a user with the role "readers"
+BOB = "bob"  # a user without roles
+ANN = "ann"  # a user with the role "readers"
 READERS = "readers"
 REFUSED = (401, 403)
 
+# The databases, by the names the tests give them (each stands for one of a unique name).
 EVENTS, WORKERS = "events", "workers"  # set up without reader roles
 R_EVENTS, R_WORKERS = "r_events", "r_workers"  # set up with --reader-role readers
 
@@ -50,10 +52,6 @@ def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"these tests need {reason}", pytrace=False)
     pytest.skip(reason)
-
-
-def with_user(url: str, user: tuple[str, str] | None) -> str:
-    return url if user is None else url.replace("http://", f"http://{user[0]}:{user[1]}@", 1)
 
 
 def run_setup(
@@ -201,45 +199,54 @@ def test_validate_function_in_node() -> None:
 # -- a server with an admin and users --------------------------------------------------------
 @dataclass(frozen=True)
 class Secured:
+    server: CouchServer
     url: str  # anonymous
     admin: str  # with the admin's credentials
+    users: dict[str, tuple[str, str]]  # BOB and ANN: (name, password)
+    dbs: dict[str, str]  # EVENTS, WORKERS, R_EVENTS, R_WORKERS: the database's name
     first: subprocess.CompletedProcess[str]  # setup of events and workers
     first_readers: subprocess.CompletedProcess[str]  # setup of r_events, r_workers
 
+    def as_user(self, who: str | None) -> str:
+        """The server's URL with the credentials of BOB or ANN, or anonymous (None)."""
+        return self.url if who is None else with_credentials(self.url, self.users[who])
+
 
 @pytest.fixture(scope="module")
-def secured() -> Iterator[Secured]:
-    node, script = find_node(), find_pouchdb_server()
-    if node is None:
-        _unavailable("node on PATH")
-    if script is None:
-        _unavailable("PouchDB Server in node_modules (run ./run-tests or npm ci)")
-    with PouchServer(node=node, script=script) as couch:
-        status = http(
-            "PUT", f"{couch.url}_config/admins/{ADMIN[0]}", raw=json.dumps(ADMIN[1]).encode()
-        )
-        assert status[0] == 200, status
-        admin = with_user(couch.url, ADMIN)
-        for (name, password), roles in ((BOB, []), (ANN, [READERS])):
-            user = {"name": name, "password": password, "roles": roles, "type": "user"}
-            status = http("PUT", f"{admin}_users/org.couchdb.user:{name}", user)
-            assert status[0] == 201, status
-        first = run_setup(admin)
+def secured(couch: CouchServer) -> Iterator[Secured]:
+    with server_with_admin(couch) as server:
+        users = {BOB: server.add_user(BOB), ANN: server.add_user(ANN, roles=[READERS])}
+        dbs = {db: server.new_db_name(db.replace("_", "")) for db in (EVENTS, WORKERS)}
+        dbs.update({db: server.new_db_name(db.replace("_", "")) for db in (R_EVENTS, R_WORKERS)})
+        first = run_setup(server.url, "--events-db", dbs[EVENTS], "--workers-db", dbs[WORKERS])
         first_readers = run_setup(
-            admin, "--events-db", R_EVENTS, "--workers-db", R_WORKERS, "--reader-role", READERS
-        )
-        yield Secured(couch.url, admin, first, first_readers)
+            server.url, "--events-db", dbs[R_EVENTS], "--workers-db", dbs[R_WORKERS],
+            "--reader-role", READERS,
+        )  # fmt: skip
+        yield Secured(server, server.public_url, server.url, users, dbs, first, first_readers)
 
 
 def admin_get(s: Secured, db: str, doc_id: str) -> tuple[int, Any]:
-    status, _h, body = http("GET", f"{s.admin}{db}/{doc_id}")
+    status, _h, body = http("GET", f"{s.admin}{s.dbs.get(db, db)}/{doc_id}")
     return status, body
 
 
 def admin_put(s: Secured, db: str, doc: dict[str, Any]) -> str:
-    status, _h, body = http("PUT", f"{s.admin}{db}/{doc['_id']}", doc)
+    status, _h, body = http("PUT", f"{s.admin}{s.dbs.get(db, db)}/{doc['_id']}", doc)
     assert status == 201, body
     return str(body["rev"])
+
+
+def security(s: Secured, db: str) -> Any:
+    """The database's _security, its missing ``names`` and ``roles`` as empty lists (the
+    admin-only object CouchDB 3 gives a new database has no ``names``)."""
+    found = http("GET", f"{s.admin}{s.dbs.get(db, db)}/_security")[2]
+    if not isinstance(found, dict):
+        return found
+    return {
+        key: {"names": [], "roles": [], **value} if isinstance(value, dict) else value
+        for key, value in found.items()
+    }
 
 
 @pytest.mark.integration
@@ -249,40 +256,48 @@ def test_setup_creates_and_secures_both_databases(secured: Secured) -> None:
     assert first.returncode == 0, first.stderr
     assert first.stderr == ""
     lines = first.stdout.splitlines()
-    assert "created database events" in lines
-    assert "created database workers" in lines
-    for db in (EVENTS, WORKERS, f"{EVENTS}_state"):
+    events, workers = secured.dbs[EVENTS], secured.dbs[WORKERS]
+    assert f"created database {events}" in lines
+    assert f"created database {workers}" in lines
+    for db in (events, workers, f"{events}_state"):
         assert any(line.startswith(f"database {db}: added {DESIGN_ID} (rev 1-") for line in lines)
-        assert f"database {db}: set _security: only server admins may read it" in first.stdout
+        # CouchDB 3 gives a new database an admin-only _security object of its own.
+        assert (
+            f"database {db}: set _security: only server admins may read it" in first.stdout
+            or f"database {db}: _security is in place (admins: roles _admin, members: roles _admin)"
+            in first.stdout
+        )
         status, ddoc = admin_get(secured, db, DESIGN_ID)
         assert status == 200
         assert ddoc["validate_doc_update"] == VALIDATE_DOC_UPDATE
         assert ddoc["language"] == "javascript"
-        assert http("GET", f"{secured.admin}{db}/_security")[2] == security_object()
+        assert security(secured, db) == security_object()
     assert lines[-1] == (
-        "events, workers and events_state: only CouchDB server admins may create, change or "
-        "delete documents; only server admins may read them"
+        f"{events}, {workers} and {events}_state: only CouchDB server admins may create, "
+        "change or delete documents; only server admins may read them"
     )
-    assert ADMIN[1] not in first.stdout + first.stderr
+    assert secured.server.admin is not None
+    assert secured.server.admin[1] not in first.stdout + first.stderr
 
     readers = secured.first_readers
     assert readers.returncode == 0, readers.stderr
-    for db in (R_EVENTS, R_WORKERS):
+    for db in (secured.dbs[R_EVENTS], secured.dbs[R_WORKERS]):
         assert f"database {db}: set _security: only server admins and roles readers" in (
             readers.stdout
         )
-        assert http("GET", f"{secured.admin}{db}/_security")[2] == security_object([READERS])
+        assert security(secured, db) == security_object([READERS])
 
 
 @pytest.mark.integration
 @pytest.mark.e2e
 def test_second_setup_changes_nothing(secured: Secured) -> None:
-    for dbs, extra in (
+    for names, extra in (
         ((EVENTS, WORKERS), ()),
         ((R_EVENTS, R_WORKERS), ("--reader-role", READERS)),
     ):
+        dbs = [secured.dbs[name] for name in names]
         before = {db: admin_get(secured, db, DESIGN_ID)[1]["_rev"] for db in dbs}
-        security = {db: http("GET", f"{secured.admin}{db}/_security")[2] for db in dbs}
+        objects = {db: security(secured, db) for db in dbs}
         again = run_setup(secured.admin, "--events-db", dbs[0], "--workers-db", dbs[1], *extra)
         assert again.returncode == 0, again.stderr
         for db in dbs:
@@ -290,7 +305,7 @@ def test_second_setup_changes_nothing(secured: Secured) -> None:
             assert f"database {db}: {DESIGN_ID} is in place (rev {before[db]})" in again.stdout
             assert f"database {db}: _security is in place" in again.stdout
             assert admin_get(secured, db, DESIGN_ID)[1]["_rev"] == before[db]
-            assert http("GET", f"{secured.admin}{db}/_security")[2] == security[db]
+            assert security(secured, db) == objects[db]
         assert "created" not in again.stdout
         assert "added" not in again.stdout
         assert "set _security" not in again.stdout
@@ -300,7 +315,7 @@ def test_second_setup_changes_nothing(secured: Secured) -> None:
 @pytest.mark.parametrize("db", [EVENTS, WORKERS, R_EVENTS, R_WORKERS])
 def test_admin_can_create_update_and_delete(secured: Secured, db: str) -> None:
     doc = new_doc(db)
-    url = f"{secured.admin}{db}/{doc['_id']}"
+    url = f"{secured.admin}{secured.dbs[db]}/{doc['_id']}"
     status, _h, body = http("PUT", url, {**doc, "_attachments": {"a.txt": attachment("one")}})
     assert status == 201, body
     rev = body["rev"]
@@ -350,12 +365,10 @@ def refused(status: int, body: Any) -> bool:
         (None, R_EVENTS),
         (None, R_WORKERS),
     ],
-    ids=lambda x: x[0] if isinstance(x, tuple) else ("anonymous" if x is None else x),
+    ids=lambda x: "anonymous" if x is None else x,
 )
-def test_a_non_admin_cannot_create_or_change(
-    secured: Secured, who: tuple[str, str] | None, db: str
-) -> None:
-    base = with_user(secured.url, who) + db
+def test_a_non_admin_cannot_create_or_change(secured: Secured, who: str | None, db: str) -> None:
+    base = secured.as_user(who) + secured.dbs[db]
     reader = who == ANN and db in (R_EVENTS, R_WORKERS)
 
     # Create: plain PUT, POST, and a worker with its code as attachments.
@@ -403,12 +416,10 @@ def test_a_non_admin_cannot_create_or_change(
 @pytest.mark.integration
 @pytest.mark.parametrize("who", [BOB, ANN, None], ids=["bob", "ann", "anonymous"])
 @pytest.mark.parametrize("db", [EVENTS, R_WORKERS])
-def test_a_non_admin_cannot_switch_the_rule_off(
-    secured: Secured, who: tuple[str, str] | None, db: str
-) -> None:
-    base = with_user(secured.url, who) + db
+def test_a_non_admin_cannot_switch_the_rule_off(secured: Secured, who: str | None, db: str) -> None:
+    base = secured.as_user(who) + secured.dbs[db]
     ddoc = admin_get(secured, db, DESIGN_ID)[1]
-    security = http("GET", f"{secured.admin}{db}/_security")[2]
+    before = security(secured, db)
     allow_all = {**ddoc, "validate_doc_update": "function () {}"}
     for method, url, body_in in (
         ("PUT", f"{base}/{DESIGN_ID}", allow_all),
@@ -417,19 +428,25 @@ def test_a_non_admin_cannot_switch_the_rule_off(
         ("PUT", f"{base}/_security", {"admins": {"names": ["bob", "ann"], "roles": []}}),
     ):
         status, _h, body = http(method, url, body_in)
+        if secured.server.is_couchdb and url.endswith("/_security") and status == 500:
+            # CouchDB 3.5 refuses a member's _security write as 500 no_majority (every shard
+            # refused it): POUCHDB_DIFFERENCES.md. It is unchanged: checked below.
+            assert body == {"error": "error", "reason": "no_majority"}, body
+            continue
         assert refused(status, body), (method, url, status, body)
     assert admin_get(secured, db, DESIGN_ID)[1]["_rev"] == ddoc["_rev"]
     assert admin_get(secured, db, "_design/other")[0] == 404
-    assert http("GET", f"{secured.admin}{db}/_security")[2] == security
+    assert security(secured, db) == before
 
 
 @pytest.mark.integration
 @pytest.mark.e2e
 def test_setup_puts_back_a_changed_validate_function(secured: Secured) -> None:
-    events, workers = f"x_{uuid.uuid4().hex[:8]}", f"y_{uuid.uuid4().hex[:8]}"
+    events, workers = secured.server.new_db_name("x"), secured.server.new_db_name("y")
     assert run_setup(secured.admin, "--events-db", events, "--workers-db", workers).returncode == 0
     ddoc = admin_get(secured, events, DESIGN_ID)[1]
-    changed = {**ddoc, "validate_doc_update": "function () {}", "views": {"v": {"map": "x"}}}
+    view = {"map": "function (doc) { emit(doc._id, null); }"}  # CouchDB compiles it
+    changed = {**ddoc, "validate_doc_update": "function () {}", "views": {"v": view}}
     admin_put(secured, events, changed)
     http("PUT", f"{secured.admin}{workers}/_security", {})  # as good as no _security
 
@@ -443,9 +460,9 @@ def test_setup_puts_back_a_changed_validate_function(secured: Secured) -> None:
     assert f"database {workers}: set _security: only server admins may read it" in again.stdout
     restored = admin_get(secured, events, DESIGN_ID)[1]
     assert restored["validate_doc_update"] == VALIDATE_DOC_UPDATE
-    assert restored["views"] == {"v": {"map": "x"}}  # what else it held is kept
-    assert http("GET", f"{secured.admin}{workers}/_security")[2] == security_object()
-    status, _h, body = http("PUT", with_user(secured.url, ANN) + f"{events}/e", event_doc("e"))
+    assert restored["views"] == {"v": view}  # what else it held is kept
+    assert security(secured, workers) == security_object()
+    status, _h, body = http("PUT", secured.as_user(ANN) + f"{events}/e", event_doc("e"))
     assert refused(status, body), (status, body)
 
 
@@ -464,14 +481,17 @@ def one_line_error(result: subprocess.CompletedProcess[str], *secrets: str) -> s
 @pytest.mark.integration
 @pytest.mark.e2e
 def test_setup_needs_a_server_admin(secured: Secured) -> None:
-    events, workers = f"n_{uuid.uuid4().hex[:8]}", f"m_{uuid.uuid4().hex[:8]}"
+    events, workers = secured.server.new_db_name("n"), secured.server.new_db_name("m")
     dbs = ("--events-db", events, "--workers-db", workers)
 
-    line = one_line_error(run_setup(with_user(secured.url, BOB), *dbs), BOB[1])
-    assert "knows 'bob', but not as a server admin" in line
-    assert f"http://bob:*****@127.0.0.1:{secured.url.split(':')[2]}" in line
+    bob, password = secured.users[BOB]
+    line = one_line_error(run_setup(secured.as_user(BOB), *dbs), password)
+    assert f"knows '{bob}', but not as a server admin" in line
+    assert secured.url.replace("http://", f"http://{bob}:*****@", 1).rstrip("/") in line
 
-    line = one_line_error(run_setup(with_user(secured.url, (ADMIN[0], "wr0ng-pw")), *dbs), "wr0ng")
+    assert secured.server.admin is not None
+    wrong = with_credentials(secured.url, (secured.server.admin[0], "wr0ng-pw"))
+    line = one_line_error(run_setup(wrong, *dbs), "wr0ng")
     assert "rejects the credentials in couchdb_url" in line
 
     line = one_line_error(run_setup(secured.url, *dbs, via_env=False))
@@ -499,6 +519,9 @@ def test_setup_refuses_a_reserved_reader_role() -> None:
 
 @pytest.mark.integration
 @pytest.mark.e2e
+@pytest.mark.pouchdb_only(
+    "the session's PouchDB Server is an admin party; a real CouchDB 3 has an admin"
+)
 def test_setup_warns_about_an_admin_party(couch_url: str, fresh_db: Any) -> None:
     events, workers = fresh_db("sec"), fresh_db("sec")
     result = run_setup(couch_url, "--events-db", events, "--workers-db", workers)
@@ -528,10 +551,12 @@ def test_the_service_runs_events_from_secured_databases(secured: Secured, tmp_pa
     }
     admin_put(secured, WORKERS, worker)
     admin_put(secured, EVENTS, {"_id": f"greet_{tag}", "workers": {worker["_id"]: {"to": "ann"}}})
+    events, workers = secured.dbs[EVENTS], secured.dbs[WORKERS]
     port = free_port()
     ini = tmp_path / "serve.ini"
     ini.write_text(
         f"[couchdb_events]\ncouchdb_url = {secured.admin}\nport = {port}\n"
+        f"events_db = {events}\nworkers_db = {workers}\n"
         f"work_dir = {tmp_path / 'work'}\nstatus_access = public\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("COUCHDB_EVENTS")}

@@ -15,14 +15,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.couch import http_json
+from tests.couch import FreshDb
 from tests.daemon_host import wait_until_serving
 from tests.docs import RECORD_PY, put_doc, recorded
 from tests.test_daemon_e2e import (
@@ -41,16 +39,10 @@ def node_urls(couch_url: str) -> list[str]:
 
 
 @pytest.fixture
-def fresh_names(couch_url: str) -> Iterator[str]:
+def fresh_names(new_db_name: FreshDb) -> str:
     """A unique prefix for databases the daemons create themselves; every database whose name
-    starts with it is deleted afterwards."""
-    prefix = f"t_many_{uuid.uuid4().hex[:10]}"
-    yield prefix
-    status, names = http_json("GET", couch_url + "_all_dbs")
-    assert status == 200, names
-    for name in names:
-        if name.startswith(prefix):
-            http_json("DELETE", couch_url + name)
+    starts with it is deleted afterwards (it comes from ``new_db_name``)."""
+    return new_db_name("many")
 
 
 def record_worker(daemon: Daemon, **fields: Any) -> None:
@@ -100,7 +92,7 @@ def start_many(
         for i in range(count)
     ]
     for daemon in daemons:
-        wait_until_serving(daemon.host, daemon.url)
+        wait_until_serving(daemon.host, daemon.url, headers=daemon.admin)
     return daemons
 
 

@@ -6,13 +6,11 @@ of the follower from its checkpoint. (PouchDB Server takes ``?q=8`` and keeps on
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 
-from tests.couch import http_json
+from tests.couch import FreshDb, http_json
 from tests.docs import RECORD_PY, put_doc, recorded
 from tests.test_daemon_e2e import (
     Daemon,
@@ -26,12 +24,12 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def sharded(couch_url: str) -> Iterator[str]:
-    name = f"t_sharded_{uuid.uuid4().hex[:10]}"
+def sharded(couch_url: str, new_db_name: FreshDb) -> str:
+    """A database of 8 shards; deleted afterwards (its name comes from ``new_db_name``)."""
+    name = new_db_name("sharded")
     status, body = http_json("PUT", f"{couch_url}{name}?q=8")
     assert status in (201, 202), body
-    yield name
-    http_json("DELETE", couch_url + name)
+    return name
 
 
 def test_a_trigger_on_a_sharded_database_fires_each_change_once(

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.daemon_host import http
+from tests.couch import CouchServer, server_with_admin
 from tests.docs import delete_doc, put_doc, put_worker
 from tests.test_daemon_e2e import (
     Daemon,
@@ -372,29 +372,24 @@ def launcher_variables(cwd: Path) -> set[str]:
 
 
 def test_worker_environment_is_minimal_and_cwd_is_its_revision(
+    couch: CouchServer,
     start_daemon: StartDaemon,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    from couchdb_events.embedded import EmbeddedCouch
-
-    user, password = "boss", "s3cret-Pa55word"
     # Secrets in the daemon's own environment must not reach workers either.
     monkeypatch.setenv("COUCHDB_PASSWORD", "daemon-env-secret")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "daemon-env-secret")
     # A server with an admin, whose credentials are in couchdb_url as in production (PouchDB
     # Server refuses unknown users, and hangs a user's long-polled _changes in admin party).
-    with EmbeddedCouch() as couch:
-        status, _h, body = http(
-            "PUT", f"{couch.url}_config/admins/{user}", raw=json.dumps(password).encode()
-        )
-        assert status == 200, body
-        with_credentials = couch.url.replace("http://", f"http://{user}:{password}@")
-        for db in ("ev", "wk"):
-            assert http("PUT", with_credentials + db)[0] == 201
+    with server_with_admin(couch) as server:
+        assert server.admin is not None
+        user, password = server.admin
+        with_credentials = server.url
+        ev, wk = server.create_db("ev"), server.create_db("wk")
         rev = put_worker(
             with_credentials,
-            "wk",
+            wk,
             "nosy",
             {"w.py": ENVIRON_PY},
             type="python",
@@ -402,11 +397,11 @@ def test_worker_environment_is_minimal_and_cwd_is_its_revision(
             mode="reply",
             env={"SMTP_HOST": "mx.example.org", "GREETING": "grüß dich"},
         )
-        put_doc(with_credentials, "ev", {"_id": "look", "workers": {"nosy": {}}})
+        put_doc(with_credentials, ev, {"_id": "look", "workers": {"nosy": {}}})
         daemon = start_daemon(
             couchdb_url=with_credentials,
-            events_db="ev",
-            workers_db="wk",
+            events_db=ev,
+            workers_db=wk,
             status_access="public",
         )
         daemon.wait_loaded("look")
