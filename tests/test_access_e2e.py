@@ -160,6 +160,25 @@ def test_cookie_sessions_work_too(serve: StartServe, secured: Secured) -> None:
     assert status == 200 and body["runs"][0]["answer"]["user"]["name"] == name
 
 
+@pytest.mark.couchdb_only("PouchDB Server takes malformed credentials as an anonymous caller")
+def test_malformed_credentials_get_couchdbs_400(serve: StartServe, secured: Secured) -> None:
+    """As CouchDB 3.5 answers them itself: an Authorization header that is not base64, or an
+    AuthSession cookie that is not one, is the caller's error, whatever the event needs."""
+    url = serve()
+    for event in ("open", "mail"):
+        status, body = fire(url, event, {"Authorization": "Basic !!!"})
+        assert (status, body["error"]) == (400, "bad_request"), body
+        assert body["reason"] == "Authorization header has invalid base64 value"
+        status, body = fire(url, event, {"Cookie": "AuthSession=garbage"})
+        assert (status, body["error"]) == (400, "bad_request"), body
+        assert body["reason"] == "Malformed AuthSession cookie. Please clear your cookies."
+    # CouchDB says the same to a request of its own.
+    status, _h, body = http(
+        "GET", secured.server.public_url + "_session", headers={"Authorization": "Basic !!!"}
+    )
+    assert (status, body["reason"]) == (400, "Authorization header has invalid base64 value")
+
+
 def test_anonymous_may_fire_an_open_event_without_asking_couchdb(serve: StartServe) -> None:
     url = serve()
     status, body = fire(url, "open")
