@@ -206,14 +206,8 @@ class Service:
         try:
             if self.store.exists(db):
                 return
-            try:
-                if self.store.create(db):
-                    log.info("created database %s", db)
-            except StoreError:
-                # Another daemon starting at the same moment may have made it: CouchDB can
-                # answer that race with an error other than 412.
-                if not self.store.exists(db):
-                    raise
+            if self.store.create(db):
+                log.info("created database %s", db)
         except Unauthorized as exc:
             raise StartupError(
                 f"database {db!r} is missing or not readable and cannot be created with the "

@@ -190,11 +190,19 @@ class Store:
         return self._call(f"HEAD /{db}", lambda: db in self._server)
 
     def create(self, db: str) -> bool:
-        """Create ``db``; False when it already existed."""
+        """Create ``db``; False when it already existed (or another client made it at the same
+        moment: CouchDB 3.5 can answer that race 500 ``{"error": "error", "reason":
+        "conflict"}`` instead of 412)."""
         try:
             self._call(f"PUT /{db}", lambda: self._server.create(db))
         except Conflict:
             return False
+        except (Unreachable, Unauthorized, NotFound):
+            raise
+        except StoreError:
+            if self.exists(db):
+                return False
+            raise
         return True
 
     def delete(self, db: str) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from couchdb_events.errors import Conflict
+from couchdb_events.errors import Conflict, StoreError
 from couchdb_events.store import Store
 
 
@@ -25,6 +25,7 @@ class Script:
     def __init__(self) -> None:
         self.put_status = 202
         self.copies = 3
+        self.db_exists = True
         self.leaves = ["2-ours"]  # the winning revision first, then the conflicts
         self.seen: list[tuple[str, str, dict[str, list[str]]]] = []
 
@@ -59,7 +60,10 @@ def node() -> Iterator[tuple[str, Script]]:
             return parts.path, query
 
         def do_PUT(self) -> None:
-            self._note()
+            path, _query = self._note()
+            if path.count("/") == 1:  # PUT /{db}: a database made by another client meanwhile
+                self._answer(500, {"error": "error", "reason": "conflict"})
+                return
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
             self._answer(script.put_status, {"ok": True, "id": "schedule:e", "rev": "2-ours"})
@@ -74,6 +78,12 @@ def node() -> Iterator[tuple[str, Script]]:
             ]
             leaves.append({"ok": {"_id": "schedule:e", "_rev": "1-old", "_deleted": True}})
             self._answer(200, leaves)
+
+        def do_HEAD(self) -> None:
+            self._note()
+            self.send_response(200 if script.db_exists else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def do_DELETE(self) -> None:
             self._note()
@@ -160,3 +170,14 @@ def test_leaves_come_in_couchdbs_order(node: tuple[str, Script]) -> None:
         "2-ff",
         "2-aa",
     ]
+
+
+def test_a_database_made_by_another_client_at_the_same_moment_is_there(
+    node: tuple[str, Script],
+) -> None:
+    """Two daemons starting at once on a CouchDB 3.5: one PUT /{db} is answered 500 conflict."""
+    url, script = node
+    assert Store(url, 5).create("fresh") is False
+    script.db_exists = False
+    with pytest.raises(StoreError):
+        Store(url, 5).create("fresh")
