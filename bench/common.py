@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from couchdb_events.embedded import free_port
+from couchdb_events.couch.embedded import free_port
 
 # A standard-library Python worker answering each message with its id and the process id. It
 # serves every mode: in ``once`` mode it gets one line, then end of file.

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: python bench/dispatch.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Service, couch_request, percentile_ms, put_event, put_worker
-from couchdb_events.embedded import EmbeddedCouch
+from couchdb_events.couch.embedded import EmbeddedCouch
 
 EVENTS_DB = "bench_events"
 WORKERS_DB = "bench_workers"

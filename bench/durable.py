@@ -48,7 +48,7 @@ from bench.common import (
     put_event,
     put_worker,
 )
-from couchdb_events.embedded import EmbeddedCouch
+from couchdb_events.couch.embedded import EmbeddedCouch
 
 EVENTS_DB = "bench_events"
 WORKERS_DB = "bench_workers"

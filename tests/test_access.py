@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from couchdb_events.access import (
+from couchdb_events.api.access import (
     Access,
     SessionCache,
     User,
@@ -21,11 +21,12 @@ from couchdb_events.access import (
     is_authenticated,
     needs_user,
 )
+from couchdb_events.api.answer import error_answer
+from couchdb_events.api.router import Router
 from couchdb_events.config import Config
-from couchdb_events.documents import EventSpec
 from couchdb_events.errors import HTTPError
-from couchdb_events.request import Request
-from couchdb_events.router import Router, error_answer
+from couchdb_events.model.documents import EventSpec
+from couchdb_events.model.request import Request
 
 OPEN = EventSpec("open", "1")
 MAIL = EventSpec("mail", "1", roles=("mailers",))

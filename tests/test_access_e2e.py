@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.embedded import EmbeddedCouch, free_port
+from couchdb_events.couch.embedded import EmbeddedCouch, free_port
 from tests.couch import CouchServer, server_with_admin
 from tests.daemon_host import http
 from tests.docs import put_doc, put_worker

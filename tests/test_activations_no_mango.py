@@ -14,14 +14,14 @@ from typing import Any
 import couchdb.http
 import pytest
 
-from couchdb_events import activations_views
-from couchdb_events.activations import INDEX_DDOC, Activations, month_db
-from couchdb_events.activations_api import activations_answer, selector
-from couchdb_events.capabilities import Capabilities
+from couchdb_events.api.activations import activations_answer, selector
 from couchdb_events.config import Config
+from couchdb_events.couch.store import Store
 from couchdb_events.errors import Unsupported
-from couchdb_events.request import Request
-from couchdb_events.store import Store
+from couchdb_events.model.capabilities import Capabilities
+from couchdb_events.model.request import Request
+from couchdb_events.runs import views as activations_views
+from couchdb_events.runs.activations import INDEX_DDOC, Activations, month_db
 from tests.couch import CouchServer
 
 RESERVED = "Only reserved document ids may start with underscore."

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from couchdb_events import activations
-from couchdb_events.activations import Activations
 from couchdb_events.config import Config
-from couchdb_events.daemons import Owner
 from couchdb_events.errors import AlreadyFired, HTTPError, NotFound, Unreachable
-from couchdb_events.message import Message, Outcome, derived_id, new_id
+from couchdb_events.model.message import Message, Outcome, derived_id, new_id
+from couchdb_events.runs import activations
+from couchdb_events.runs.activations import Activations
+from couchdb_events.runs.daemons import Owner
 
 
 class FakeStore:

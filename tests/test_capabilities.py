@@ -8,11 +8,11 @@ from typing import Any
 import couchdb.http
 import pytest
 
-from couchdb_events import activations_views
-from couchdb_events.activations import INDEX_DDOC
-from couchdb_events.capabilities import Capabilities, has_mango
+from couchdb_events.couch.store import Store, missing_endpoint
 from couchdb_events.errors import NotFound, StoreError, Unsupported
-from couchdb_events.store import Store, missing_endpoint
+from couchdb_events.model.capabilities import Capabilities, has_mango
+from couchdb_events.runs import views as activations_views
+from couchdb_events.runs.activations import INDEX_DDOC
 
 RESERVED = "Only reserved document ids may start with underscore."
 

@@ -12,17 +12,23 @@ from typing import Any
 
 import pytest
 
-from couchdb_events import changes as changes_module
-from couchdb_events import followers
-from couchdb_events import lease as lease_module
-from couchdb_events.changes import Context, Follower, change_body, change_origin, seq_number
-from couchdb_events.daemons import Owner
-from couchdb_events.documents import parse_event
+from couchdb_events.couch.store import Changes
 from couchdb_events.errors import AlreadyFired, Conflict, HTTPError, NotFound, Unreachable
-from couchdb_events.followers import ChangesTriggers
-from couchdb_events.lease import Lease, LeaseLost
-from couchdb_events.sources import parse_changes
-from couchdb_events.store import Changes
+from couchdb_events.model.documents import parse_event
+from couchdb_events.model.sources import parse_changes
+from couchdb_events.runs.daemons import Owner
+from couchdb_events.triggers import changes as changes_module
+from couchdb_events.triggers import followers
+from couchdb_events.triggers import lease as lease_module
+from couchdb_events.triggers.changes import (
+    Context,
+    Follower,
+    change_body,
+    change_origin,
+    seq_number,
+)
+from couchdb_events.triggers.followers import ChangesTriggers
+from couchdb_events.triggers.lease import Lease, LeaseLost
 
 EVENTS = "events"
 STATE = "events_state"

@@ -222,7 +222,7 @@ def test_couchdb_going_away_and_coming_back(
     start_daemon: StartDaemon,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    from couchdb_events.embedded import EmbeddedCouch
+    from couchdb_events.couch.embedded import EmbeddedCouch
 
     # A PouchDB Server of its own, also when COUCHDB_URL names a CouchDB: the test stops it and
     # starts it again on the same data.

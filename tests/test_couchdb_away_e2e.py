@@ -33,7 +33,7 @@ def test_fires_get_their_503_promptly_while_couchdb_is_away(
     start_daemon: StartDaemon,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    from couchdb_events.embedded import EmbeddedCouch
+    from couchdb_events.couch.embedded import EmbeddedCouch
 
     data = tmp_path / "couch-data"
     couch = EmbeddedCouch(data_dir=data).start()

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.embedded import free_port
-from couchdb_events.states import MAX_YOUNG_DEATHS
+from couchdb_events.couch.embedded import free_port
+from couchdb_events.workers.states import MAX_YOUNG_DEATHS
 from tests.couch import NewUser, split_credentials
 from tests.daemon_host import DaemonHost, http, wait_until_serving
 from tests.docs import delete_doc, put_doc, put_worker
@@ -522,7 +522,7 @@ def test_documents_take_effect_within_a_second(start_daemon: StartDaemon) -> Non
 def test_couchdb_going_away_and_coming_back(
     start_daemon: StartDaemon, tmp_path: Path, durable: bool
 ) -> None:
-    from couchdb_events.embedded import EmbeddedCouch
+    from couchdb_events.couch.embedded import EmbeddedCouch
 
     # A PouchDB Server of its own, also when COUCHDB_URL names a CouchDB: the test stops it and
     # starts it again on the same data.

@@ -11,8 +11,8 @@ from typing import Any
 
 import psutil
 
-from couchdb_events.daemons import PREFIX, Heartbeat, Liveness, Owner, process_gone
 from couchdb_events.errors import Conflict, NotFound
+from couchdb_events.runs.daemons import PREFIX, Heartbeat, Liveness, Owner, process_gone
 
 HERE = socket.gethostname()
 ME = Owner(HERE, os.getpid(), psutil.Process().create_time())

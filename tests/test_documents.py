@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from couchdb_events.config import DEFAULT_INTERPRETERS, Config
-from couchdb_events.documents import (
+from couchdb_events.model.documents import (
     EventSpec,
     Mode,
     Trigger,

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from couchdb_events.api.answer import Answer
 from couchdb_events.errors import HTTPError
-from couchdb_events.external import (
+from couchdb_events.hosts.external import (
     decode_line,
     encode_response,
     read_in_thread,
@@ -20,8 +21,7 @@ from couchdb_events.external import (
     to_request,
     to_response,
 )
-from couchdb_events.request import Request
-from couchdb_events.router import Answer
+from couchdb_events.model.request import Request
 
 INFO = {"db_name": "mydb", "doc_count": 0, "update_seq": 0}
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.embedded import free_port
+from couchdb_events.couch.embedded import free_port
 from tests.daemon_host import kill_host, note_tree, survivors
 from tests.docs import put_doc, put_worker
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from couchdb_events.httpapi import joined_headers
+from couchdb_events.hosts.http import joined_headers
 
 
 def test_repeated_headers_are_joined_not_dropped() -> None:

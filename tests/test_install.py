@@ -27,7 +27,7 @@ from couchdb_events.config import (
     Config,
     redact_url,
 )
-from couchdb_events.embedded import free_port
+from couchdb_events.couch.embedded import free_port
 from tests.couch import CouchServer, server_with_admin, with_credentials
 from tests.daemon_host import http
 

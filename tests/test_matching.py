@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.documents import EventSpec, Trigger, parse_event
 from couchdb_events.errors import HTTPError
-from couchdb_events.matching import (
+from couchdb_events.model.documents import EventSpec, Trigger, parse_event
+from couchdb_events.model.matching import (
     ID_METHODS,
     Match,
     build_arguments,

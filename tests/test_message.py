@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.message import HIDDEN_HEADERS, Message, Outcome, new_id, worker_request
+from couchdb_events.model.message import HIDDEN_HEADERS, Message, Outcome, new_id, worker_request
 
 
 def request(headers: dict[str, str]) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import psutil
 
-from couchdb_events.activations import Activations, iso
 from couchdb_events.config import Config
-from couchdb_events.daemons import Owner
+from couchdb_events.runs.activations import Activations, iso
+from couchdb_events.runs.daemons import Owner
 
 HERE = socket.gethostname()
 ME = Owner(HERE, os.getpid(), psutil.Process().create_time())

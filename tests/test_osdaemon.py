@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from couchdb_events import logs
-from couchdb_events.osdaemon import ChannelClosed, DaemonChannel, encode, log_command
+from couchdb_events.hosts.osdaemon import (
+    ChannelClosed,
+    ChannelHandler,
+    DaemonChannel,
+    encode,
+    log_command,
+)
 
 
 def channel(answers: bytes = b"") -> tuple[DaemonChannel, io.BytesIO, io.BytesIO]:
@@ -210,7 +216,7 @@ def logger_and_output() -> Iterator[tuple[logging.Logger, io.BytesIO]]:
     ch, _stdin, stdout = channel()
     logger = logging.Logger("test_osdaemon.private", logging.DEBUG)
     logger.propagate = False
-    logger.addHandler(logs.ChannelHandler(ch))
+    logger.addHandler(ChannelHandler(ch))
     yield logger, stdout
 
 
@@ -273,10 +279,10 @@ def package_logger() -> Iterator[logging.Logger]:
 
 def test_setup_with_a_channel(package_logger: logging.Logger) -> None:
     ch, _stdin, stdout = channel()
-    logger = logs.setup("warning", ch)
+    logger = logs.setup("warning", ChannelHandler(ch))
     assert logger is package_logger
     assert logger.propagate is False
-    assert [type(h) for h in logger.handlers] == [logs.ChannelHandler]
+    assert [type(h) for h in logger.handlers] == [ChannelHandler]
     logs.get("test").info("hidden")
     logs.get("test").warning("shown")
     assert written(stdout) == [["log", "couchdb-events: shown", {"level": "error"}]]
@@ -284,8 +290,8 @@ def test_setup_with_a_channel(package_logger: logging.Logger) -> None:
 
 def test_setup_twice_keeps_one_handler(package_logger: logging.Logger) -> None:
     ch, _stdin, _stdout = channel()
-    logs.setup("info", ch)
-    logs.setup("debug", ch)
+    logs.setup("info", ChannelHandler(ch))
+    logs.setup("debug", ChannelHandler(ch))
     assert len(package_logger.handlers) == 1
     assert package_logger.level == logging.DEBUG
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from couchdb_events import states
-from couchdb_events.deploy import Deployer
-from couchdb_events.documents import Mode, WorkerSpec
 from couchdb_events.errors import HTTPError
-from couchdb_events.message import Message, Outcome
-from couchdb_events.pool import Pool
-from couchdb_events.states import MAX_YOUNG_DEATHS, PoolState
+from couchdb_events.model.documents import Mode, WorkerSpec
+from couchdb_events.model.message import Message, Outcome
+from couchdb_events.workers import states
+from couchdb_events.workers.deploy import Deployer
+from couchdb_events.workers.pool import Pool
+from couchdb_events.workers.states import MAX_YOUNG_DEATHS, PoolState
 
 CRASHES_PY = b"import sys\nsys.exit(3)\n"
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from couchdb_events import push
+from couchdb_events.cli import push
+from couchdb_events.cli.push import load_json, push_path
 from couchdb_events.config import Config
 from couchdb_events.errors import Conflict, DocumentError, NotFound, Unreachable
-from couchdb_events.push import load_json, push_path
 from tests.couch import split_credentials
 
 # The seed's two documents, typos included.

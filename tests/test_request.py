@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from couchdb_events.errors import HTTPError
-from couchdb_events.request import PREFIX, Request, parse_body, strip_prefix
+from couchdb_events.model.request import PREFIX, Request, parse_body, strip_prefix
 
 
 def bad_body(content_type: str | None, raw: bytes) -> HTTPError:

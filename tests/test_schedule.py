@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.documents import parse_event
+from couchdb_events.couch.store import Store
 from couchdb_events.errors import AlreadyFired, Conflict, NotFound
-from couchdb_events.schedule import (
+from couchdb_events.model.documents import parse_event
+from couchdb_events.model.sources import Schedule
+from couchdb_events.triggers.schedule import (
     Scheduler,
     due_fires,
     iso,
@@ -21,8 +23,6 @@ from couchdb_events.schedule import (
     previous_fire,
     start_since,
 )
-from couchdb_events.sources import Schedule
-from couchdb_events.store import Store
 
 
 def at(text: str) -> float:

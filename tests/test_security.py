@@ -27,14 +27,14 @@ from typing import Any, NoReturn
 
 import pytest
 
-from couchdb_events.errors import ConfigError
-from couchdb_events.security import (
+from couchdb_events.couch.security import (
     DESIGN_ID,
     REFUSAL,
     VALIDATE_DOC_UPDATE,
     design_document,
     security_object,
 )
+from couchdb_events.errors import ConfigError
 from tests.couch import CouchServer, find_node, free_port, server_with_admin, with_credentials
 from tests.daemon_host import http
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from couchdb_events.config import redact_url
-from couchdb_events.embedded import free_port
+from couchdb_events.couch.embedded import free_port
 from tests.couch import CouchServer, server_with_admin, split_credentials
 from tests.daemon_host import http
 

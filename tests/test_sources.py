@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.documents import parse_event
-from couchdb_events.sources import ChangesTrigger, parse_changes
+from couchdb_events.model.documents import parse_event
+from couchdb_events.model.sources import ChangesTrigger, parse_changes
 
 
 def event(trigger: Any) -> Any:

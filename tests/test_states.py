@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from couchdb_events.states import (
+from couchdb_events.workers.states import (
     BACKOFF_CAP,
     BACKOFF_FIRST,
     MAX_YOUNG_DEATHS,

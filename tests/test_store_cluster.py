@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from couchdb_events.couch.store import Store
 from couchdb_events.errors import Conflict, StoreError
-from couchdb_events.store import Store
 
 
 class Script:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import couchdb.http
 import pytest
 
+from couchdb_events.couch.store import Store
 from couchdb_events.errors import Conflict, NotFound, StoreError, Unauthorized
-from couchdb_events.store import Store
 
 
 class Refusing(Store):

@@ -1,0 +1,141 @@
+"""What couchdb-events answers, whichever host the request came through.
+
+The hosts (the aiohttp server for the daemon and ``serve`` modes, the CouchDB external channel)
+only translate their request into a ``Request`` and an ``Answer`` back; every route lives here:
+
+    /                  welcome
+    /_status           status of the daemon, feeds, events and workers
+    /_<anything else>  404 (names starting with _ are reserved)
+    /<id or path>      fire (``?wait=<s>`` or ``Prefer: wait=<s>`` waits for the answers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+from .. import __version__
+from ..config import Config
+from ..errors import HTTPError
+from ..model.documents import EventSpec
+from ..model.request import Request
+from ..runs.dispatch import Dispatcher
+from ..runs.runner import Runner
+from .access import Access, User, check_events, check_status, credentials, needs_user
+from .activations import activations_answer
+from .answer import Answer
+
+MAX_WAIT = 300.0
+_ANY_EVENT = EventSpec("", "")  # a plain event: what an unknown path is checked as
+
+
+class StatusSource(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
+def wait_seconds(query: Mapping[str, str], headers: Mapping[str, str]) -> float | None:
+    """How long the caller wants to wait for the answers: ``?wait=`` or ``Prefer: wait=``."""
+    value = query.get("wait")
+    if value is None:
+        for name, header in headers.items():
+            if name.lower() != "prefer":
+                continue
+            for item in header.split(","):
+                key, _, val = item.strip().partition("=")
+                if key.strip().lower() == "wait":
+                    value = val.strip()
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise HTTPError(
+            400, "bad_request", f"wait must be a number of seconds, not {value!r}"
+        ) from None
+    if not 0 <= seconds <= MAX_WAIT:
+        raise HTTPError(400, "bad_request", f"wait must be between 0 and {MAX_WAIT:.0f} seconds")
+    return seconds
+
+
+def _only(request: Request, *methods: str) -> None:
+    if request.method not in methods:
+        allow = ", ".join(methods)
+        raise HTTPError(
+            405, "method_not_allowed", f"{request.path} takes {allow}", {"Allow": allow}
+        )
+
+
+class Router:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        runner: Runner,
+        status: StatusSource,
+        config: Config,
+        access: Access,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._runner = runner
+        self._status = status
+        self._config = config
+        self._access = access
+
+    async def _user(self, request: Request, required: bool) -> User | None:
+        if request.user is not None:  # the host knows (CouchDB's userCtx in external mode)
+            return request.user
+        if not required and not credentials(request.headers):
+            return None  # anonymous, and nothing to decide: no need to ask CouchDB
+        return await self._access.user(request.headers, required)
+
+    async def handle(self, request: Request, max_wait: float = MAX_WAIT) -> Answer:
+        """The answer to ``request``; raises ``HTTPError`` for the error answers."""
+        path = request.path
+        if path == "/":
+            _only(request, "GET", "HEAD")
+            return Answer(200, {"couchdb_events": "Welcome", "version": __version__})
+        if path in ("/_status", "/_status/"):
+            _only(request, "GET", "HEAD")
+            await self._check_status(request)
+            return Answer(200, self._status.status())
+        if path == "/_activations" or path.startswith("/_activations/"):
+            _only(request, "GET", "HEAD")
+            await self._check_status(request)
+            return await activations_answer(self._runner.activations, request)
+        if path.startswith("/_"):
+            raise HTTPError(404, "not_found", f"{path} is not an endpoint of couchdb-events")
+        return await self._fire(request, max_wait)
+
+    async def _check_status(self, request: Request) -> None:
+        """Status and activation records are for whom ``status_access`` says."""
+        public = self._config.status_access == "public"
+        check_status(self._config, await self._user(request, required=not public))
+
+    async def _fire(self, request: Request, max_wait: float) -> Answer:
+        wait = wait_seconds(request.query, request.headers)
+        try:
+            events = self._dispatcher.match(request)
+        except HTTPError as exc:
+            # Where every caller must log in, strangers learn nothing, not even what exists.
+            if self._config.require_valid_user and exc.status in (404, 405):
+                user = await self._user(request, required=True)
+                check_events(self._config, [_ANY_EVENT], user)
+            raise
+        user = await self._user(request, required=needs_user(self._config, events))
+        check_events(self._config, events, user)
+        if user is not request.user:
+            request = replace(request, user=user)
+        fired = self._dispatcher.prepare(request, events)
+        await self._runner.run(fired.runs)
+        runs: list[dict[str, Any]] = [
+            {"id": m.id, "event": m.event, "worker": m.worker} for m in fired.messages
+        ]
+        if wait:
+            futures = [m.outcome for m in fired.messages if m.outcome is not None]
+            done, _pending = await asyncio.wait(futures, timeout=min(wait, max_wait))
+            if len(done) == len(futures):
+                for run, future in zip(runs, futures, strict=True):
+                    run.update(future.result().as_json())
+                return Answer(200, {"ok": True, "events": fired.events, "runs": runs})
+        return Answer(202, {"ok": True, "events": fired.events, "runs": runs})

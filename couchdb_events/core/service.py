@@ -1,0 +1,364 @@
+"""The running service: one core (registry, supervisor, dispatcher, HTTP API), whatever hosts it.
+
+Start-up checks CouchDB (waiting up to ``startup_wait`` seconds for it), makes sure the events and
+workers databases exist, loads every document, then listens. Each failure raises ``StartupError``
+with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .. import __version__, logs
+from ..api.access import Access
+from ..api.router import Router
+from ..config import Config
+from ..couch.feed import Feed
+from ..couch.store import Store
+from ..errors import EventsError, StoreError, Unauthorized, Unreachable
+from ..model.capabilities import Capabilities
+from ..model.documents import WorkerSpec
+from ..model.registry import Registry
+from ..runs.activations import Activations
+from ..runs.daemons import BEAT, Heartbeat, Owner
+from ..runs.dispatch import Dispatcher
+from ..runs.runner import Runner
+from ..triggers.changes import Context
+from ..triggers.followers import ChangesTriggers
+from ..triggers.schedule import Scheduler
+from ..workers.deploy import Deployer
+from ..workers.supervisor import Supervisor, kill_leftovers, worker_environment
+
+log = logs.get("service")
+
+
+class StartupError(EventsError):
+    """The service cannot start; the message says why and what to change."""
+
+
+class LastError(logging.Handler):
+    """Remembers the last warning or error logged, for ``/_events/_status``."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.last: dict[str, Any] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+
+
+class Listener(Protocol):
+    """What serves the HTTP API on bind_address:port (``hosts.http``); the external host has
+    none: it answers on stdin."""
+
+    @property
+    def port(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Service:
+    def __init__(
+        self, config: Config, host: str, listen: Callable[[Router, Config], Listener] | None = None
+    ) -> None:
+        """``listen``: makes the listener of the HTTP API, given its routes, when there is one."""
+        self.config = config
+        self.host = host
+        self.listen = listen
+        self.started = time.time()
+        self.store = Store(config.couchdb_url, config.couchdb_timeout)
+        # The feed waits up to LONGPOLL on the server: its socket timeout must be longer.
+        self._feed_store = Store(config.couchdb_url, config.couchdb_timeout + 30)
+        self.deployer = Deployer(config.work_dir, self._fetch_code)
+        service_url = f"http://{_url_host(config.bind_address)}:{config.port}/_events/"
+        self.instance = uuid.uuid4().hex
+        env = worker_environment(service_url, self.instance, config.work_dir)
+        self.supervisor = Supervisor(config, self.deployer, env)
+        self.registry = Registry(config, self._worker_changed)
+        self.dispatcher = Dispatcher(self.registry, self.supervisor, config.max_chain_depth)
+        self.access = Access(config)
+        self.owner = Owner.this_process()
+        self.capabilities = Capabilities()  # learned at start
+        self.heartbeat = Heartbeat(self.store, config.events_db, self.owner)
+        self.activations = (
+            Activations(self.store, config, self.owner, self.capabilities)
+            if config.durable
+            else None
+        )
+        self.runs = Runner(self.registry, self.supervisor, self.activations, self.dispatcher)
+        self.router = Router(self.dispatcher, self.runs, self, config, self.access)
+        self._listener = listen(self.router, config) if listen is not None else None
+        self.scheduler = Scheduler(
+            self.registry,
+            self.dispatcher,
+            self.runs,
+            self.store,
+            config.state_db,
+            config.events_db,
+            durable=config.durable,
+        )
+        self.changes = ChangesTriggers(
+            Context(
+                self.registry,
+                self.dispatcher,
+                self.runs,
+                self.store,
+                self._feed_store,
+                config.events_db,
+                config.state_db,
+                self.owner,
+                capabilities=self.capabilities,
+            )
+        )
+        self.feeds: list[Feed] = []
+        self.last_error = LastError()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._expirer: asyncio.Task[None] | None = None
+        self._schedules: asyncio.Task[None] | None = None
+        self._changes: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._adopter: asyncio.Task[None] | None = None
+
+    def _fetch_code(self, spec: WorkerSpec) -> dict[str, bytes]:
+        return self.store.attachments(self.config.workers_db, spec.name, spec.rev)
+
+    def _worker_changed(self, name: str, spec: WorkerSpec | None) -> None:
+        self.supervisor.worker_changed(name, spec)
+
+    # -- start and stop -------------------------------------------------------------------
+    async def start(self) -> None:
+        logging.getLogger(logs.LOGGER_NAME).addHandler(self.last_error)
+        loop = asyncio.get_running_loop()
+        version = await self._reach_couchdb()
+        log.info("CouchDB %s at %s", version, self.config.display_url)
+        self.capabilities.learn(version)
+        for db in (self.config.events_db, self.config.workers_db, self.config.state_db):
+            await loop.run_in_executor(None, self._ensure_db, db)
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        for line in kill_leftovers(self.config.work_dir, self.instance):
+            log.warning("%s", line)
+        self.feeds = [
+            Feed(self._feed_store, self.config.events_db, self.registry.apply_events, loop),
+            Feed(self._feed_store, self.config.workers_db, self.registry.apply_workers, loop),
+        ]
+        for feed in self.feeds:
+            feed.start()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(f.caught_up.wait() for f in self.feeds)), self.config.startup_wait
+            )
+        except asyncio.TimeoutError:
+            errors = "; ".join(
+                f.last_error or "no answer" for f in self.feeds if not f.caught_up.is_set()
+            )
+            raise StartupError(f"cannot read the events and workers databases: {errors}") from None
+        if self.activations is not None:
+            try:
+                # Alive first: a daemon starting meanwhile must not take over this one's runs.
+                await loop.run_in_executor(None, self.heartbeat.beat)
+                await self.activations.start()
+                await self.runs.resume()
+            except StoreError as exc:
+                raise StartupError(f"activation records: {exc}") from None
+            self._expirer = asyncio.create_task(self._expire())
+            self._heartbeat = asyncio.create_task(self.heartbeat.run())
+            self._adopter = asyncio.create_task(self._adopt())
+        self._schedules = asyncio.create_task(self.scheduler.run())
+        self._changes = asyncio.create_task(self.changes.run())
+        if self._listener is not None:
+            await self._listener.start()
+        self._sweeper = asyncio.create_task(self.supervisor.watch())
+        where = (
+            f"listening on {self.config.bind_address}:{self.port}" if self._listener else "ready"
+        )
+        log.info(
+            "couchdb-events %s (%s) %s with %d events and %d workers",
+            __version__,
+            self.host,
+            where,
+            len(self.registry.events),
+            len(self.registry.workers),
+        )
+
+    async def _reach_couchdb(self) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.config.startup_wait
+        delay = 0.25
+        while True:
+            try:
+                return await loop.run_in_executor(None, self.store.version)
+            except Unreachable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StartupError(
+                        f"CouchDB at {self.config.display_url} is unreachable ({exc}); "
+                        f"gave up after {self.config.startup_wait:g} s "
+                        "(check [couchdb_events] couchdb_url)"
+                    ) from None
+                log.info("waiting for CouchDB at %s: %s", self.config.display_url, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except StoreError as exc:
+                raise StartupError(f"CouchDB at {self.config.display_url}: {exc}") from None
+
+    def _ensure_db(self, db: str) -> None:
+        try:
+            if self.store.exists(db):
+                return
+            if self.store.create(db):
+                log.info("created database %s", db)
+        except Unauthorized as exc:
+            raise StartupError(
+                f"database {db!r} is missing or not readable and cannot be created with the "
+                f"credentials in couchdb_url ({exc}); run install.sh or give admin credentials"
+            ) from None
+        except StoreError as exc:
+            raise StartupError(f"database {db!r}: {exc}") from None
+
+    @property
+    def port(self) -> int:
+        return self._listener.port if self._listener is not None else self.config.port
+
+    async def _expire(self) -> None:
+        """Drop activation databases past their retention, now and every six hours."""
+        assert self.activations is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                dropped = await loop.run_in_executor(None, self.activations.expire, time.time())
+            except StoreError as exc:
+                log.warning("cannot expire old activations: %s", exc)
+            else:
+                for db in dropped:
+                    log.info("dropped %s: older than activations_retention_days", db)
+            await asyncio.sleep(6 * 3600)
+
+    async def _adopt(self) -> None:
+        """Every ``BEAT`` seconds, resume the open runs (accepted at least ``BEAT`` seconds
+        ago) of daemons gone since: another daemon on this CouchDB that died or stopped."""
+        while True:
+            # Jitter: daemons started together would otherwise look, and claim, in step.
+            await asyncio.sleep(BEAT * random.uniform(0.75, 1.25))  # noqa: S311 - not a secret
+            try:
+                await self.runs.resume(before=time.time() - BEAT)
+            except StoreError as exc:
+                log.warning("cannot look for runs of daemons that are gone: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop every worker process (new requests get 503 meanwhile), stop listening, stop
+        following CouchDB. Requests waiting for an answer get theirs (failed) first; runs not
+        finished keep their open activation records, for the next start."""
+        log.info("stopping")
+        tasks = (self._schedules, self._changes, self._sweeper, self._expirer, self._adopter)
+        for task in (*tasks, self._heartbeat):
+            if task is not None:
+                task.cancel()
+        await self.changes.close()  # each finishes the batch it fires, and checkpoints it
+        self.runs.close()
+        await self.supervisor.close()
+        if self.activations is not None:
+            await self.activations.close()
+            try:  # its unfinished runs are now for any daemon to resume
+                await asyncio.get_running_loop().run_in_executor(None, self.heartbeat.end)
+            except StoreError as exc:
+                log.warning("cannot tell CouchDB this daemon stopped: %s", exc)
+        if self._listener is not None:
+            await self._listener.stop()
+        await self.access.close()
+        for feed in self.feeds:
+            feed.stop()
+        logging.getLogger(logs.LOGGER_NAME).removeHandler(self.last_error)
+        log.info("stopped")
+
+    # -- status ---------------------------------------------------------------------------
+    def _activations_status(self) -> dict[str, Any]:
+        if self.activations is None:
+            return {"durable": False}
+        return {
+            "durable": True,
+            "db": self.activations.prefix + "_YYYY_MM",
+            "backlog": self.activations.backlog,
+            "writes": self.activations.writes,
+            "written": self.activations.written,
+            "resumed": self.runs.resumed,
+            "retried": self.runs.retried,
+            "last_error": self.activations.last_error,
+        }
+
+    def status(self) -> dict[str, Any]:
+        workers: dict[str, Any] = {}
+        pools = self.supervisor.snapshot()
+        for name, spec in sorted(self.registry.workers.items()):
+            workers[name] = pools.pop(name, None) or _unused_worker(spec)
+        workers.update(pools)  # deleted workers whose processes are still stopping
+        events = {
+            event_id: {
+                "rev": spec.rev,
+                "triggers": [
+                    {"path": t.path, "methods": sorted(t.methods) if t.methods else None}
+                    for t in spec.triggers
+                ],
+                "schedule": dataclasses.asdict(spec.schedule) if spec.schedule else None,
+                "changes": spec.changes.db if spec.changes else None,
+                "workers": [name for name, _args in spec.workers],
+                "disabled": spec.disabled,
+                "error": spec.error,
+            }
+            for event_id, spec in sorted(self.registry.events.items())
+        }
+        return {
+            "couchdb_events": {
+                "version": __version__,
+                "host": self.host,
+                "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+                "uptime": round(time.time() - self.started, 3),
+                "couchdb": self.config.display_url,
+                "couchdb_connected": all(f.connected for f in self.feeds),
+                "events_db": self.config.events_db,
+                "workers_db": self.config.workers_db,
+                "listening": f"{self.config.bind_address}:{self.port}",
+            },
+            "feeds": {f.db: f.status() for f in self.feeds},
+            "events": events,
+            "workers": workers,
+            "activations": self._activations_status(),
+            "schedules": self.scheduler.status(),
+            "changes": self.changes.status(),
+            "last_error": self.last_error.last,
+        }
+
+
+def _unused_worker(spec: WorkerSpec) -> dict[str, Any]:
+    return {
+        "rev": spec.rev,
+        "state": "invalid" if spec.error else "ok",
+        "mode": spec.mode.value,
+        "processes": [],
+        "queued": 0,
+        "fired": 0,
+        "delivered": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "restarts": 0,
+        "last_error": spec.error,
+    }
+
+
+def _url_host(bind_address: str) -> str:
+    if bind_address in ("0.0.0.0", "", "::"):
+        return "127.0.0.1"
+    return f"[{bind_address}]" if ":" in bind_address else bind_address

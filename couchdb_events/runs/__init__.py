@@ -1,0 +1,7 @@
+"""Runs: a request becomes messages (``dispatch``), messages become outcomes, retries and
+chains (``runner``), each one an activation record written before the 202 (``activations``,
+queried through ``views`` where the server has no Mango), and which daemons are alive to
+resume the records of those that are gone (``daemons``).
+
+May import: base, model, couch, workers.
+"""
