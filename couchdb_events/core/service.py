@@ -31,8 +31,8 @@ from ..runs.activations import Activations
 from ..runs.daemons import BEAT, Heartbeat, Owner
 from ..runs.dispatch import Dispatcher
 from ..runs.runner import Runner
-from ..triggers.changes import Context
 from ..triggers.followers import ChangesTriggers
+from ..triggers.holding import Context
 from ..triggers.schedule import Scheduler
 from ..workers.deploy import Deployer
 from ..workers.supervisor import Supervisor, kill_leftovers, worker_environment
