@@ -18,17 +18,13 @@ from couchdb_events.model.documents import parse_event
 from couchdb_events.model.sources import parse_changes
 from couchdb_events.runs.daemons import Owner
 from couchdb_events.triggers import changes as changes_module
-from couchdb_events.triggers import followers
+from couchdb_events.triggers import followers, holding
 from couchdb_events.triggers import lease as lease_module
-from couchdb_events.triggers.changes import (
-    Context,
-    Follower,
-    change_body,
-    change_origin,
-    seq_number,
-)
+from couchdb_events.triggers.changes import Follower
 from couchdb_events.triggers.followers import ChangesTriggers
+from couchdb_events.triggers.holding import Context
 from couchdb_events.triggers.lease import Lease, LeaseLost
+from couchdb_events.triggers.rows import change_body, change_origin, seq_number
 
 EVENTS = "events"
 STATE = "events_state"
@@ -550,7 +546,7 @@ def test_a_lease_that_runs_out_while_couchdb_is_away_stops_the_follower(
 ) -> None:
     """Renewals failing until the lease has run out: the follower stops (another daemon may
     hold the lease by now), says why, and takes the lease again once CouchDB answers."""
-    monkeypatch.setattr(changes_module, "RENEW", 0.04)
+    monkeypatch.setattr(holding, "RENEW", 0.04)
     monkeypatch.setattr(lease_module, "RENEW", 0.0)
 
     class Away(FakeStore):

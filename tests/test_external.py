@@ -13,11 +13,10 @@ import pytest
 
 from couchdb_events.api.answer import Answer
 from couchdb_events.errors import HTTPError
-from couchdb_events.hosts.external import (
+from couchdb_events.hosts.external import read_in_thread, serve_lines
+from couchdb_events.hosts.external_codec import (
     decode_line,
     encode_response,
-    read_in_thread,
-    serve_lines,
     to_request,
     to_response,
 )

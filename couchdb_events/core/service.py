@@ -1,16 +1,14 @@
 """The running service: one core (registry, supervisor, dispatcher, HTTP API), whatever hosts it.
 
 Start-up checks CouchDB (waiting up to ``startup_wait`` seconds for it), makes sure the events and
-workers databases exist, loads every document, then listens. Each failure raises ``StartupError``
-with a message that says what to fix.
+workers databases exist (``startup.py``), loads every document, then listens. Each failure raises
+``StartupError`` with a message that says what to fix. Its status document is ``status.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import os
 import random
 import time
 import uuid
@@ -23,7 +21,7 @@ from ..api.router import Router
 from ..config import Config
 from ..couch.feed import Feed
 from ..couch.store import Store
-from ..errors import EventsError, StoreError, Unauthorized, Unreachable
+from ..errors import StoreError
 from ..model.capabilities import Capabilities
 from ..model.documents import WorkerSpec
 from ..model.registry import Registry
@@ -31,32 +29,15 @@ from ..runs.activations import Activations
 from ..runs.daemons import BEAT, Heartbeat, Owner
 from ..runs.dispatch import Dispatcher
 from ..runs.runner import Runner
-from ..triggers.changes import Context
 from ..triggers.followers import ChangesTriggers
+from ..triggers.holding import Context
 from ..triggers.schedule import Scheduler
 from ..workers.deploy import Deployer
 from ..workers.supervisor import Supervisor, kill_leftovers, worker_environment
+from .startup import StartupError, ensure_db, reach_couchdb
+from .status import LastError, status_document
 
 log = logs.get("service")
-
-
-class StartupError(EventsError):
-    """The service cannot start; the message says why and what to change."""
-
-
-class LastError(logging.Handler):
-    """Remembers the last warning or error logged, for ``/_events/_status``."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.last: dict[str, Any] | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.last = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "message": record.getMessage(),
-        }
 
 
 class Listener(Protocol):
@@ -143,11 +124,11 @@ class Service:
     async def start(self) -> None:
         logging.getLogger(logs.LOGGER_NAME).addHandler(self.last_error)
         loop = asyncio.get_running_loop()
-        version = await self._reach_couchdb()
+        version = await reach_couchdb(self.store, self.config)
         log.info("CouchDB %s at %s", version, self.config.display_url)
         self.capabilities.learn(version)
         for db in (self.config.events_db, self.config.workers_db, self.config.state_db):
-            await loop.run_in_executor(None, self._ensure_db, db)
+            await loop.run_in_executor(None, ensure_db, self.store, db)
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
         for line in kill_leftovers(self.config.work_dir, self.instance):
             log.warning("%s", line)
@@ -193,40 +174,6 @@ class Service:
             len(self.registry.events),
             len(self.registry.workers),
         )
-
-    async def _reach_couchdb(self) -> str:
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + self.config.startup_wait
-        delay = 0.25
-        while True:
-            try:
-                return await loop.run_in_executor(None, self.store.version)
-            except Unreachable as exc:
-                if time.monotonic() + delay > deadline:
-                    raise StartupError(
-                        f"CouchDB at {self.config.display_url} is unreachable ({exc}); "
-                        f"gave up after {self.config.startup_wait:g} s "
-                        "(check [couchdb_events] couchdb_url)"
-                    ) from None
-                log.info("waiting for CouchDB at %s: %s", self.config.display_url, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except StoreError as exc:
-                raise StartupError(f"CouchDB at {self.config.display_url}: {exc}") from None
-
-    def _ensure_db(self, db: str) -> None:
-        try:
-            if self.store.exists(db):
-                return
-            if self.store.create(db):
-                log.info("created database %s", db)
-        except Unauthorized as exc:
-            raise StartupError(
-                f"database {db!r} is missing or not readable and cannot be created with the "
-                f"credentials in couchdb_url ({exc}); run install.sh or give admin credentials"
-            ) from None
-        except StoreError as exc:
-            raise StartupError(f"database {db!r}: {exc}") from None
 
     @property
     def port(self) -> int:
@@ -283,79 +230,9 @@ class Service:
         logging.getLogger(logs.LOGGER_NAME).removeHandler(self.last_error)
         log.info("stopped")
 
-    # -- status ---------------------------------------------------------------------------
-    def _activations_status(self) -> dict[str, Any]:
-        if self.activations is None:
-            return {"durable": False}
-        return {
-            "durable": True,
-            "db": self.activations.prefix + "_YYYY_MM",
-            "backlog": self.activations.backlog,
-            "writes": self.activations.writes,
-            "written": self.activations.written,
-            "resumed": self.runs.resumed,
-            "retried": self.runs.retried,
-            "last_error": self.activations.last_error,
-        }
-
     def status(self) -> dict[str, Any]:
-        workers: dict[str, Any] = {}
-        pools = self.supervisor.snapshot()
-        for name, spec in sorted(self.registry.workers.items()):
-            workers[name] = pools.pop(name, None) or _unused_worker(spec)
-        workers.update(pools)  # deleted workers whose processes are still stopping
-        events = {
-            event_id: {
-                "rev": spec.rev,
-                "triggers": [
-                    {"path": t.path, "methods": sorted(t.methods) if t.methods else None}
-                    for t in spec.triggers
-                ],
-                "schedule": dataclasses.asdict(spec.schedule) if spec.schedule else None,
-                "changes": spec.changes.db if spec.changes else None,
-                "workers": [name for name, _args in spec.workers],
-                "disabled": spec.disabled,
-                "error": spec.error,
-            }
-            for event_id, spec in sorted(self.registry.events.items())
-        }
-        return {
-            "couchdb_events": {
-                "version": __version__,
-                "host": self.host,
-                "pid": os.getpid(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
-                "uptime": round(time.time() - self.started, 3),
-                "couchdb": self.config.display_url,
-                "couchdb_connected": all(f.connected for f in self.feeds),
-                "events_db": self.config.events_db,
-                "workers_db": self.config.workers_db,
-                "listening": f"{self.config.bind_address}:{self.port}",
-            },
-            "feeds": {f.db: f.status() for f in self.feeds},
-            "events": events,
-            "workers": workers,
-            "activations": self._activations_status(),
-            "schedules": self.scheduler.status(),
-            "changes": self.changes.status(),
-            "last_error": self.last_error.last,
-        }
-
-
-def _unused_worker(spec: WorkerSpec) -> dict[str, Any]:
-    return {
-        "rev": spec.rev,
-        "state": "invalid" if spec.error else "ok",
-        "mode": spec.mode.value,
-        "processes": [],
-        "queued": 0,
-        "fired": 0,
-        "delivered": 0,
-        "succeeded": 0,
-        "failed": 0,
-        "restarts": 0,
-        "last_error": spec.error,
-    }
+        """The status document (``status.py``), for ``/_events/_status``."""
+        return status_document(self)
 
 
 def _url_host(bind_address: str) -> str:

@@ -20,7 +20,7 @@ from .. import logs
 from ..api.answer import Answer, error_answer
 from ..api.router import Router
 from ..config import Config
-from ..core.service import StartupError
+from ..core.startup import StartupError
 from ..errors import HTTPError
 from ..model.request import Request, parse_body, strip_prefix
 

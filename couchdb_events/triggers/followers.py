@@ -11,7 +11,8 @@ from typing import Any
 
 from .. import logs
 from ..model.sources import ChangesTrigger
-from .changes import Context, Follower
+from .changes import Follower
+from .holding import Context
 
 log = logs.get("changes")
 
