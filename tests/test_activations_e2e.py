@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.runs.activations import FINAL_STATES, month_db
+from couchdb_events.runs.records import FINAL_STATES, month_db
 from tests.couch import NewUser
 from tests.daemon_host import http
 from tests.test_daemon_e2e import (  # noqa: F401

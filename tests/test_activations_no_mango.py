@@ -21,7 +21,9 @@ from couchdb_events.errors import Unsupported
 from couchdb_events.model.capabilities import Capabilities
 from couchdb_events.model.request import Request
 from couchdb_events.runs import views as activations_views
-from couchdb_events.runs.activations import INDEX_DDOC, Activations, month_db
+from couchdb_events.runs.activations import Activations
+from couchdb_events.runs.months import INDEX_DDOC
+from couchdb_events.runs.records import month_db
 from tests.couch import CouchServer
 
 RESERVED = "Only reserved document ids may start with underscore."
@@ -97,7 +99,7 @@ def put_records(store: Store, acts: Activations, prefix: str) -> list[dict[str, 
     everything = []
     for month, docs in records().items():
         db = f"{prefix}_{month}"
-        asyncio.run(acts._ensure_db(db))  # as a new month's first record does
+        asyncio.run(acts.months.ensure(db))  # as a new month's first record does
         assert all(result.get("ok") for result in store.bulk_docs(db, docs))
         everything += docs
     return everything
@@ -256,7 +258,7 @@ def test_only_start_decides(couch: CouchServer, prefix: str) -> None:
         await acts.close()
         store.as_17 = True
         with pytest.raises(Unsupported):
-            await acts._ensure_db(f"{prefix}_2026_01")
+            await acts.months.ensure(f"{prefix}_2026_01")
 
     asyncio.run(main())
     assert acts.capabilities.mango is True

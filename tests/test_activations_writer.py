@@ -13,7 +13,7 @@ import pytest
 from couchdb_events.config import Config
 from couchdb_events.errors import AlreadyFired, HTTPError, NotFound, Unreachable
 from couchdb_events.model.message import Message, Outcome, derived_id, new_id
-from couchdb_events.runs import activations
+from couchdb_events.runs import commit, writer
 from couchdb_events.runs.activations import Activations
 from couchdb_events.runs.daemons import Owner
 
@@ -54,7 +54,7 @@ async def written(store: FakeStore, count: int, within: float = 2.0) -> None:
 
 
 def test_accepted_records_do_not_wait_for_the_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(activations, "LINGER", 5.0)
+    monkeypatch.setattr(commit, "LINGER", 5.0)
 
     async def main() -> None:
         store = FakeStore()
@@ -72,7 +72,7 @@ def test_accepted_records_do_not_wait_for_the_linger(monkeypatch: pytest.MonkeyP
 def test_an_update_lingers_and_goes_out_with_the_next_accepted_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(activations, "LINGER", 5.0)
+    monkeypatch.setattr(commit, "LINGER", 5.0)
 
     async def main() -> None:
         store = FakeStore()
@@ -92,7 +92,7 @@ def test_an_update_lingers_and_goes_out_with_the_next_accepted_record(
 
 
 def test_an_update_alone_is_written_after_the_linger(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(activations, "LINGER", 0.05)
+    monkeypatch.setattr(commit, "LINGER", 0.05)
 
     async def main() -> None:
         store = FakeStore()
@@ -108,7 +108,7 @@ def test_an_update_alone_is_written_after_the_linger(monkeypatch: pytest.MonkeyP
 
 
 def test_close_writes_lingering_updates_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(activations, "LINGER", 30.0)
+    monkeypatch.setattr(commit, "LINGER", 30.0)
 
     async def main() -> None:
         store = FakeStore()
@@ -254,7 +254,7 @@ def test_a_fire_gets_its_503_quickly_while_the_writer_backs_off(
 ) -> None:
     """CouchDB gone: the writer's retries of updates back off up to RETRY_CAP seconds, but each
     new fire is tried at once and refused within couchdb_timeout and a little."""
-    monkeypatch.setattr(activations, "RETRY_FIRST", 30.0)
+    monkeypatch.setattr(commit, "RETRY_FIRST", 30.0)
 
     async def main() -> None:
         store = RecordStore()
@@ -270,14 +270,14 @@ def test_a_fire_gets_its_503_quickly_while_the_writer_backs_off(
             with pytest.raises(HTTPError) as refused:
                 await asyncio.wait_for(records.accept([message()], {}), 5.0)
             assert refused.value.status == 503
-            assert time.monotonic() - began < 0.5 + activations.GRACE + 0.5
+            assert time.monotonic() - began < 0.5 + writer.GRACE + 0.5
         # A write hanging (CouchDB not answering): the fire waits for it, then for its own.
         store.delay = 0.4
         began = time.monotonic()
         with pytest.raises(HTTPError) as refused:
             await asyncio.wait_for(records.accept([message()], {}), 5.0)
         assert refused.value.status == 503
-        assert time.monotonic() - began < 0.5 + activations.GRACE + 0.5
+        assert time.monotonic() - began < 0.5 + writer.GRACE + 0.5
         # Back: what was accepted before is written.
         store.down, store.delay = False, 0.0
         await records.accept([message()], {})

@@ -6,7 +6,8 @@ The layers, from the bottom (README, Development):
 
     base      errors, config, logs (the modules at the package's top)
     model     pure: documents, requests, messages, matching, what is loaded
-    couch     the CouchDB side: the store (the only user of python-couchdb), feeds, setup
+    couch     the CouchDB side: the store (with its error mapping, the only user of
+              python-couchdb), feeds, setup
     workers   worker processes and their supervision
     runs      firing, running, activation records, which daemons are alive
     triggers  schedules, changes triggers and their leases

@@ -10,8 +10,9 @@ from typing import Any
 import psutil
 
 from couchdb_events.config import Config
-from couchdb_events.runs.activations import Activations, iso
+from couchdb_events.runs.activations import Activations
 from couchdb_events.runs.daemons import Owner
+from couchdb_events.runs.records import iso
 
 HERE = socket.gethostname()
 ME = Owner(HERE, os.getpid(), psutil.Process().create_time())
