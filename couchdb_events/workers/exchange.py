@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..model.documents import Mode
 from ..model.message import Message, Outcome
+from ..model.workers import Mode
 from .process import WorkerProcess, describe_exit
 from .states import ProcessState
 

@@ -30,8 +30,8 @@ from typing import Any
 
 from .. import logs
 from ..errors import DocumentError, HTTPError, StoreError
-from ..model.documents import Mode, WorkerSpec
 from ..model.message import Message, Outcome
+from ..model.workers import Mode, WorkerSpec
 from .deploy import Deployer
 from .exchange import INTERRUPTED, exchange, with_stderr
 from .process import StartError, WorkerProcess, describe_exit

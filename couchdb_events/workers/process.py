@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from .. import logs
-from ..model.documents import Limits, WorkerSpec
+from ..model.workers import Limits, WorkerSpec
 from .states import ProcessState
 
 log = logs.get("process")
