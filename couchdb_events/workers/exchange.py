@@ -17,7 +17,8 @@ from typing import Any
 
 from ..model.message import Message, Outcome
 from ..model.workers import Mode
-from .process import WorkerProcess, describe_exit
+from .launch import describe_exit
+from .process import WorkerProcess
 from .states import ProcessState
 
 INTERRUPTED = "interrupted"  # the daemon stopped before the run could end

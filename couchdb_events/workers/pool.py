@@ -34,7 +34,8 @@ from ..model.message import Message, Outcome
 from ..model.workers import Mode, WorkerSpec
 from .deploy import Deployer
 from .exchange import INTERRUPTED, exchange, with_stderr
-from .process import StartError, WorkerProcess, describe_exit
+from .launch import StartError, describe_exit
+from .process import WorkerProcess
 from .states import CrashPolicy, PoolState
 
 log = logs.get("pool")
