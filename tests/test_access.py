@@ -25,7 +25,7 @@ from couchdb_events.api.answer import error_answer
 from couchdb_events.api.router import Router
 from couchdb_events.config import Config
 from couchdb_events.errors import HTTPError
-from couchdb_events.model.documents import EventSpec
+from couchdb_events.model.events import EventSpec
 from couchdb_events.model.request import Request
 
 OPEN = EventSpec("open", "1")

@@ -14,7 +14,7 @@ import pytest
 
 from couchdb_events.couch.store import Changes
 from couchdb_events.errors import AlreadyFired, Conflict, HTTPError, NotFound, Unreachable
-from couchdb_events.model.documents import parse_event
+from couchdb_events.model.events import parse_event
 from couchdb_events.model.sources import parse_changes
 from couchdb_events.runs.daemons import Owner
 from couchdb_events.triggers import changes as changes_module

@@ -8,16 +8,8 @@ from typing import Any
 import pytest
 
 from couchdb_events.config import DEFAULT_INTERPRETERS, Config
-from couchdb_events.model.documents import (
-    EventSpec,
-    Mode,
-    Trigger,
-    WorkerSpec,
-    normalize_path,
-    parse_event,
-    parse_worker,
-    unsafe_attachment_name,
-)
+from couchdb_events.model.events import EventSpec, Trigger, normalize_path, parse_event
+from couchdb_events.model.workers import Mode, WorkerSpec, parse_worker, unsafe_attachment_name
 
 # The seed's event document, with its JSON typo fixed.
 SEED_EVENT: dict[str, Any] = {

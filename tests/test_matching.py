@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from couchdb_events.errors import HTTPError
-from couchdb_events.model.documents import EventSpec, Trigger, parse_event
+from couchdb_events.model.events import EventSpec, Trigger, parse_event
 from couchdb_events.model.matching import (
     ID_METHODS,
     Match,

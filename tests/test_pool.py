@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from couchdb_events.errors import HTTPError
-from couchdb_events.model.documents import Mode, WorkerSpec
 from couchdb_events.model.message import Message, Outcome
+from couchdb_events.model.workers import Mode, WorkerSpec
 from couchdb_events.workers import states
 from couchdb_events.workers.deploy import Deployer
 from couchdb_events.workers.pool import Pool

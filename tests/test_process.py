@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from couchdb_events.workers.process import OVERLONG, OVERLONG_JSON, read_line
+from couchdb_events.workers.lines import OVERLONG, OVERLONG_JSON, read_line
 
 
 def lines_of(data: bytes, limit: int) -> list[bytes]:

@@ -12,7 +12,7 @@ import pytest
 
 from couchdb_events.couch.store import Store
 from couchdb_events.errors import AlreadyFired, Conflict, NotFound
-from couchdb_events.model.documents import parse_event
+from couchdb_events.model.events import parse_event
 from couchdb_events.model.sources import Schedule
 from couchdb_events.triggers.schedule import (
     Scheduler,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from couchdb_events.model.documents import parse_event
+from couchdb_events.model.events import parse_event
 from couchdb_events.model.sources import ChangesTrigger, parse_changes
 
 

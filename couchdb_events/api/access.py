@@ -47,7 +47,7 @@ import aiohttp
 from .. import logs
 from ..config import Config
 from ..errors import HTTPError
-from ..model.documents import EventSpec
+from ..model.events import EventSpec
 
 log = logs.get("access")
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from .. import __version__
 from ..config import Config
 from ..errors import HTTPError
-from ..model.documents import EventSpec
+from ..model.events import EventSpec
 from ..model.request import Request
 from ..runs.dispatch import Dispatcher
 from ..runs.runner import Runner

@@ -29,7 +29,8 @@ from .. import logs
 from ..config import Config
 from ..couch.store import Store
 from ..errors import Conflict, DocumentError, EventsError, NotFound
-from ..model.documents import parse_event, parse_worker
+from ..model.events import parse_event
+from ..model.workers import parse_worker
 from .common import config_from_args
 
 WORKER_DOC = "doc.json"

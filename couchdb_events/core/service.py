@@ -23,8 +23,8 @@ from ..couch.feed import Feed
 from ..couch.store import Store
 from ..errors import StoreError
 from ..model.capabilities import Capabilities
-from ..model.documents import WorkerSpec
 from ..model.registry import Registry
+from ..model.workers import WorkerSpec
 from ..runs.activations import Activations
 from ..runs.daemons import BEAT, Heartbeat, Owner
 from ..runs.dispatch import Dispatcher

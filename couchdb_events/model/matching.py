@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import HTTPError
-from .documents import (
+from .events import (
     PARAMETER_NAME,
     REST,
     EventSpec,

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 from .. import logs
 from ..config import Config
-from .documents import EventSpec, WorkerSpec, parse_event, parse_worker
+from .events import EventSpec, parse_event
+from .workers import WorkerSpec, parse_worker
 
 log = logs.get("registry")
 

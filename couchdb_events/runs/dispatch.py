@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from .. import logs
 from ..errors import HTTPError
-from ..model.documents import EventSpec, WorkerSpec
+from ..model.events import EventSpec
 from ..model.matching import build_arguments, find_events, match_event, request_parameters
 from ..model.message import CHAIN_HEADER, Message, derived_id, new_id, worker_request
 from ..model.registry import Registry
 from ..model.request import Request
+from ..model.workers import WorkerSpec
 from ..workers.supervisor import Supervisor
 
 log = logs.get("dispatch")

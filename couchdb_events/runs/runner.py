@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..errors import HTTPError
-from ..model.documents import WorkerSpec
 from ..model.message import CHAIN_HEADER, Message, Outcome
 from ..model.registry import Registry
 from ..model.request import Request
+from ..model.workers import WorkerSpec
 from ..workers.exchange import INTERRUPTED
 from ..workers.supervisor import Supervisor
 from .activations import Activations

@@ -42,7 +42,7 @@ from .. import logs
 from ..couch import state
 from ..couch.store import Store
 from ..errors import AlreadyFired, Conflict, EventsError, HTTPError, StoreError
-from ..model.documents import EventSpec
+from ..model.events import EventSpec
 from ..model.registry import Registry
 from ..model.request import Request
 from ..model.sources import Schedule

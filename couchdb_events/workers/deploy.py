@@ -4,7 +4,8 @@
 working directory); ``<work_dir>/data/<worker>/`` is the worker's own, kept across revisions.
 A revision is written into a temporary sibling directory first and renamed into place, so a
 process never sees half of a revision. Attachment names were checked when the document was read
-(``documents.unsafe_attachment_name``); they are checked again here before anything is written.
+(``model.workers.unsafe_attachment_name``); they are checked again here before anything is
+written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import quote
 
 from .. import logs
 from ..errors import DocumentError
-from ..model.documents import WorkerSpec, unsafe_attachment_name
+from ..model.workers import WorkerSpec, unsafe_attachment_name
 
 log = logs.get("deploy")
 

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..model.documents import Mode
 from ..model.message import Message, Outcome
-from .process import WorkerProcess, describe_exit
+from ..model.workers import Mode
+from .launch import describe_exit
+from .process import WorkerProcess
 from .states import ProcessState
 
 INTERRUPTED = "interrupted"  # the daemon stopped before the run could end

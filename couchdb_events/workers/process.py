@@ -3,7 +3,8 @@
 The process is started with ``start_new_session=True`` so that it and everything it forks share
 one process group; stopping closes stdin (a well-behaved worker exits on EOF), then sends SIGTERM
 and, after a grace period, SIGKILL to the whole group. Its stdout and stderr are pipes read line by
-line and handed to callbacks: they never reach the daemon's own stdout.
+line (``lines``) and handed to callbacks: they never reach the daemon's own stdout. How it is
+started and how its end is told are in ``launch``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -24,89 +24,18 @@ from typing import Any
 import psutil
 
 from .. import logs
-from ..model.documents import Limits, WorkerSpec
+from ..model.workers import WorkerSpec
+from .launch import StartError, launch_argv
+from .lines import MAX_LINE, OVERLONG_JSON, read_line
 from .states import ProcessState
 
 log = logs.get("process")
 
-MAX_LINE = 1024 * 1024
-SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-PRLIMIT = shutil.which("prlimit") if sys.platform.startswith("linux") else None
 STDERR_TAIL = 20
 RUN_TAIL = 20  # lines
 RUN_LINE = 1000  # characters kept of each
 
 LineHandler = Callable[["WorkerProcess", bytes], None]
-
-
-class StartError(Exception):
-    """The process could not be spawned (interpreter missing, not executable, ...)."""
-
-
-# Handed on in place of a line over the limit; the second when it began like a JSON answer.
-OVERLONG = b"<a line longer than 1 MiB was dropped>\n"
-OVERLONG_JSON = b"<a line longer than 1 MiB, beginning like JSON, was dropped>\n"
-
-
-async def read_line(stream: asyncio.StreamReader) -> bytes:
-    """The next line (b"" at end of file); a line over the stream's limit is skipped whole,
-    through its newline, and ``OVERLONG`` (or ``OVERLONG_JSON``) comes instead, so its tail is
-    never taken for a line of its own."""
-    try:
-        return await stream.readuntil(b"\n")
-    except asyncio.IncompleteReadError as exc:
-        return exc.partial
-    except asyncio.LimitOverrunError as exc:
-        head = await stream.readexactly(exc.consumed)
-    marker = OVERLONG_JSON if head.lstrip()[:1] in (b"{", b"[", b'"') else OVERLONG
-    while True:
-        try:
-            await stream.readuntil(b"\n")
-        except asyncio.LimitOverrunError as exc:
-            await stream.readexactly(exc.consumed)  # drop what is buffered, keep looking
-            continue
-        except asyncio.IncompleteReadError:
-            pass
-        return marker
-
-
-def launch_argv(argv: tuple[str, ...], limits: Limits) -> tuple[str, ...]:
-    """The command line that starts a worker: the interpreter, wrapped where the OS allows.
-
-    ``setpriv --pdeathsig KILL`` makes the kernel kill the worker if the daemon dies, even by
-    SIGKILL; ``prlimit`` applies the worker's resource limits. Both come with util-linux and
-    ``exec`` the next program, so the worker keeps its pid and nothing runs in between (no
-    ``preexec_fn``, which is unsafe in a threaded process).
-    """
-    prefix: list[str] = []
-    if SETPRIV:
-        prefix += [SETPRIV, "--pdeathsig", "KILL", "--"]
-    if limits.any():
-        if not PRLIMIT:
-            raise StartError("resource limits need the prlimit command (util-linux)")
-        prefix.append(PRLIMIT)
-        if limits.cpu is not None:
-            prefix.append(f"--cpu={limits.cpu}")
-        if limits.files is not None:
-            prefix.append(f"--nofile={limits.files}")
-        if limits.address_space is not None:
-            prefix.append(f"--as={limits.address_space}")
-        prefix.append("--")
-    return (*prefix, *argv)
-
-
-def describe_exit(returncode: int | None) -> str:
-    """``exit status 3`` or ``killed by SIGKILL (perhaps out of memory?)``."""
-    if returncode is None:
-        return "still running"
-    if returncode >= 0:
-        return f"exit status {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = f"signal {-returncode}"
-    hint = " (perhaps out of memory?)" if -returncode == signal.SIGKILL else ""
-    return f"killed by {name}{hint}"
 
 
 class WorkerProcess:

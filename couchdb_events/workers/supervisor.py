@@ -19,8 +19,8 @@ import psutil
 
 from ..config import Config
 from ..errors import HTTPError
-from ..model.documents import WorkerSpec
 from ..model.message import Message
+from ..model.workers import WorkerSpec
 from .deploy import Deployer
 from .pool import Pool
 
