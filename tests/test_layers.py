@@ -27,6 +27,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "couchdb_events"
 LAYERS = ["base", "model", "couch", "workers", "runs", "triggers", "api", "core", "hosts", "cli"]
 APART = {"helpers"}  # worker-side code, run by workers, never imported by the package
+MAX_LINES = 300
 
 
 def modules() -> dict[str, Path]:
@@ -126,6 +127,15 @@ def test_each_layer_says_what_it_holds_and_may_import(folder: str) -> None:
     doc = ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text()))
     assert doc, f"{folder}/__init__.py has no docstring"
     assert "May import" in doc, f"{folder}/__init__.py does not say what it may import"
+
+
+def test_no_module_is_longer_than_the_style_says() -> None:
+    long = {
+        name: count
+        for name, path in modules().items()
+        if (count := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
 
 
 def test_an_upward_import_is_seen(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from .. import __version__
 from ..config import Config
 from ..couch.feed import Feed
-from ..model.documents import WorkerSpec
 from ..model.registry import Registry
+from ..model.workers import WorkerSpec
 from ..runs.activations import Activations
 from ..runs.runner import Runner
 from ..triggers.followers import ChangesTriggers
