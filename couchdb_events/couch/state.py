@@ -2,9 +2,9 @@
 one CouchDB must agree on, as ordinary documents.
 
 ``changes:<event id>``
-    a changes trigger's checkpoint and lease (``lease.py``)
+    a changes trigger's checkpoint and lease (``triggers.lease``)
 ``schedule:<event id>``
-    a schedule's last fire (``schedule.py``)
+    a schedule's last fire (``triggers.schedule``)
 
 Each is written from the revision last read, so that of two daemons writing from the same
 revision one gets 409: that is what lets one daemon of several hold a lease or claim a fire.

@@ -1,11 +1,11 @@
 """Triggers that are not HTTP paths: schedules and database changes, read into checked specs.
 
-A schedule (see ``schedule.py``)::
+A schedule (see ``triggers.schedule``)::
 
     "trigger": {"schedule": {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"}}
     "trigger": {"schedule": {"every": 60, "catch_up": "once"}}
 
-A changes trigger (see ``changes.py``) fires the event for every change of a database that
+A changes trigger (see ``triggers.changes``) fires the event for every change of a database that
 passes its filter: a Mango ``selector`` or a design document's ``filter`` (with
 ``query_params``), or none::
 

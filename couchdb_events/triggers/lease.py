@@ -1,7 +1,7 @@
 """A changes trigger's state document: its checkpoint, and the lease that lets one daemon of
 several follow the trigger.
 
-``changes:<event id>`` in the state database (``state.py``: an ordinary document, whose
+``changes:<event id>`` in the state database (``couch.state``: an ordinary document, whose
 revision CouchDB checks)::
 
     {"event": "order_paid", "db": "orders", "seq": "42-g1AAA...", "owner": "<host>:<pid>",

@@ -4,7 +4,7 @@ A fire at time T runs every worker of the event, like ``POST /_events/<event id>
 ``{"scheduled": "<T, ISO>"}`` from the peer ``schedule``, through the dispatcher and runner.
 
 The last fire is kept in the state database's ``schedule:<event id>`` document
-(``state.py``). Several daemons on one CouchDB fire each time once:
+(``couch.state``). Several daemons on one CouchDB fire each time once:
 
 * with ``durable`` on, the runs of fire T have ids derived from the event and T
   (``message.derived_id``): every daemon fires T, and CouchDB keeps the activation record of
