@@ -130,15 +130,16 @@ def test_daemons_started_at_once_on_new_databases_share_each_schedule_fire(
         assert daemon.host.log_text("error") == ""
 
 
-def test_three_daemons_share_a_changes_trigger_across_a_kill_of_its_follower(
+def follow_orders(
     start_daemon: StartDaemon,  # noqa: F811
     couch_url: str,
     fresh_db: Any,
-) -> None:
-    """One follows, two stand by; every change runs once; the follower killed, another takes
-    over from the checkpoint and misses none."""
+    count: int,
+) -> tuple[list[Daemon], str]:
+    """``count`` daemons started at once, sharing event ``on_order``, which runs the record
+    worker for every change of a fresh database (its name is returned)."""
     events, workers, orders = fresh_db("events"), fresh_db("workers"), fresh_db("orders")
-    daemons = start_many(start_daemon, couch_url, 3, events, workers)
+    daemons = start_many(start_daemon, couch_url, count, events, workers)
     record_worker(daemons[0])
     daemons[0].event(
         {
@@ -147,6 +148,17 @@ def test_three_daemons_share_a_changes_trigger_across_a_kill_of_its_follower(
             "workers": {"record": {"order": ":id"}},
         }
     )
+    return daemons, orders
+
+
+def test_three_daemons_share_a_changes_trigger_across_a_kill_of_its_follower(
+    start_daemon: StartDaemon,  # noqa: F811
+    couch_url: str,
+    fresh_db: Any,
+) -> None:
+    """One follows, two stand by; every change runs once; the follower killed, another takes
+    over from the checkpoint and misses none."""
+    daemons, orders = follow_orders(start_daemon, couch_url, fresh_db, 3)
 
     def states() -> list[str]:
         return sorted(d.status()["changes"].get("on_order", {}).get("state", "") for d in alive)
@@ -234,16 +246,7 @@ def test_a_daemon_paused_past_its_lease_never_becomes_a_second_follower(
     """SIGSTOP the follower for longer than its lease: another daemon takes the lease; after
     SIGCONT the paused one sees it lost the lease before firing anything, says so, and every
     change still runs once."""
-    events, workers, orders = fresh_db("events"), fresh_db("workers"), fresh_db("orders")
-    daemons = start_many(start_daemon, couch_url, 2, events, workers)
-    record_worker(daemons[0])
-    daemons[0].event(
-        {
-            "_id": "on_order",
-            "trigger": {"changes": {"db": orders}},
-            "workers": {"record": {"order": ":id"}},
-        }
-    )
+    daemons, orders = follow_orders(start_daemon, couch_url, fresh_db, 2)
 
     def state(daemon: Daemon) -> str:
         return str(daemon.status()["changes"].get("on_order", {}).get("state", ""))
