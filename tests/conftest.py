@@ -15,7 +15,8 @@ or ``@pytest.mark.couchdb_only(why)``; it is skipped on the other, with the reas
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -26,6 +27,7 @@ from tests.couch import (
     CouchServerError,
     FreshDb,
     NewUser,
+    OwnCouch,
     PouchServer,
     external_couchdb_url,
     find_node,
@@ -128,3 +130,17 @@ def new_user(couch_scope: CouchServer) -> NewUser:
     """A factory ``new_user(prefix="user", roles=()) -> (name, password)`` of users in
     ``_users`` with unique names; they are deleted at teardown."""
     return couch_scope.add_user
+
+
+@pytest.fixture
+def own_couch(tmp_path: Path) -> Iterator[Callable[..., OwnCouch]]:
+    """A factory ``own_couch(*dbs) -> OwnCouch``; the server is stopped at teardown."""
+    made: list[OwnCouch] = []
+
+    def make(*dbs: str) -> OwnCouch:
+        made.append(OwnCouch(tmp_path / f"couch-data{len(made)}", dbs))
+        return made[-1]
+
+    yield make
+    for couch in made:
+        couch.stop()

@@ -36,6 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from couchdb_events.couch.embedded import EmbeddedCouch
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = Path("node_modules", "pouchdb-server", "bin", "pouchdb-server")
 LOOPBACK = "127.0.0.1"
@@ -479,3 +481,23 @@ def _end_process_group(process: subprocess.Popen[bytes], timeout: float) -> None
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+class OwnCouch:
+    """A PouchDB Server of a test's own (the embedded one), also when COUCHDB_URL names a
+    CouchDB: a test of CouchDB going away stops it and starts it again on the same data and
+    port. Made with the databases ``dbs``."""
+
+    def __init__(self, data_dir: Path, dbs: tuple[str, ...]) -> None:
+        self.data_dir = data_dir
+        self.server = EmbeddedCouch(data_dir=data_dir).start()
+        self.url = self.server.url
+        for db in dbs:
+            status, body = http_json("PUT", self.url + db)
+            assert status == 201, body
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start_again(self) -> None:
+        self.server = EmbeddedCouch(data_dir=self.data_dir, port=self.server.port).start()

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.couch import http_json
+from tests.couch import OwnCouch, http_json
 from tests.docs import RECORD_PY, delete_doc, put_doc, recorded
 from tests.test_daemon_e2e import (
     Daemon,
@@ -220,38 +221,26 @@ def test_two_daemons_fire_each_change_once(
 
 def test_couchdb_going_away_and_coming_back(
     start_daemon: StartDaemon,  # noqa: F811
-    tmp_path: Path,
+    own_couch: Callable[..., OwnCouch],
 ) -> None:
-    from couchdb_events.couch.embedded import EmbeddedCouch
+    couch = own_couch("ev", "wk", "orders")
+    url = couch.url
+    daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
+    follow(daemon, "orders")
+    put_orders(daemon, "orders", ("before", "new"))
+    wait_for(lambda: changed_ids(daemon.work_dir) == ["before"])
 
-    # A PouchDB Server of its own, also when COUCHDB_URL names a CouchDB: the test stops it and
-    # starts it again on the same data.
-    data = tmp_path / "couch-data"
-    couch = EmbeddedCouch(data_dir=data).start()
-    try:
-        url = couch.url
-        for db in ("ev", "wk", "orders"):
-            assert http_json("PUT", url + db)[0] == 201
-        daemon = start_daemon(couchdb_url=url, events_db="ev", workers_db="wk")
-        follow(daemon, "orders")
-        put_orders(daemon, "orders", ("before", "new"))
-        wait_for(lambda: changed_ids(daemon.work_dir) == ["before"])
+    couch.stop()
+    gone = daemon.wait_status(lambda s: s["changes"]["on_order"]["state"] == "waiting", timeout=40)
+    assert gone["changes"]["on_order"]["connected"] is False
+    assert gone["changes"]["on_order"]["last_error"]
 
-        couch.stop()
-        gone = daemon.wait_status(
-            lambda s: s["changes"]["on_order"]["state"] == "waiting", timeout=40
-        )
-        assert gone["changes"]["on_order"]["connected"] is False
-        assert gone["changes"]["on_order"]["last_error"]
-
-        couch = EmbeddedCouch(data_dir=data, port=couch.port).start()
-        daemon.wait_status(lambda s: s["changes"]["on_order"]["connected"], timeout=40)
-        put_orders(daemon, "orders", ("after", "new"))
-        wait_for(lambda: changed_ids(daemon.work_dir) == ["before", "after"], timeout=15)
-        assert "reading orders again" in daemon.host.log_text()
-        stop_and_check(daemon)
-    finally:
-        couch.stop()
+    couch.start_again()
+    daemon.wait_status(lambda s: s["changes"]["on_order"]["connected"], timeout=40)
+    put_orders(daemon, "orders", ("after", "new"))
+    wait_for(lambda: changed_ids(daemon.work_dir) == ["before", "after"], timeout=15)
+    assert "reading orders again" in daemon.host.log_text()
+    stop_and_check(daemon)
 
 
 def test_a_design_document_filter_with_query_params(

@@ -4,13 +4,12 @@ growing back-off; what was accepted before is written once CouchDB is back."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.couch import http_json
+from tests.couch import OwnCouch, http_json
 from tests.test_daemon_e2e import (
     StartDaemon,
     start_daemon,  # noqa: F401 - the fixture, used by name
@@ -31,55 +30,46 @@ for line in sys.stdin:
 
 def test_fires_get_their_503_promptly_while_couchdb_is_away(
     start_daemon: StartDaemon,  # noqa: F811
-    tmp_path: Path,
+    own_couch: Callable[..., OwnCouch],
 ) -> None:
-    from couchdb_events.couch.embedded import EmbeddedCouch
+    couch = own_couch("ev", "wk")
+    url = couch.url
+    timeout = 2.0
+    daemon = start_daemon(
+        couchdb_url=url, events_db="ev", workers_db="wk", couchdb_timeout=str(timeout)
+    )
+    daemon.worker("slow", {"w.py": SLOW_PY}, type="python", delegate="w.py", mode="reply")
+    daemon.event({"_id": "slow", "workers": {"slow": {}}})
+    daemon.wait_loaded("slow")
+    status, _h, body = daemon.fire("/slow", method="POST")
+    assert status == 202, body
+    before = body["runs"][0]["id"]
+    couch.stop()  # while that run is still under way: its final state cannot be written
 
-    data = tmp_path / "couch-data"
-    couch = EmbeddedCouch(data_dir=data).start()
-    try:
-        url = couch.url
-        for db in ("ev", "wk"):
-            assert http_json("PUT", url + db)[0] == 201
-        timeout = 2.0
-        daemon = start_daemon(
-            couchdb_url=url, events_db="ev", workers_db="wk", couchdb_timeout=str(timeout)
-        )
-        daemon = dataclasses.replace(daemon, couch_url=url)  # documents go to this server
-        daemon.worker("slow", {"w.py": SLOW_PY}, type="python", delegate="w.py", mode="reply")
-        daemon.event({"_id": "slow", "workers": {"slow": {}}})
-        daemon.wait_loaded("slow")
-        status, _h, body = daemon.fire("/slow", method="POST")
-        assert status == 202, body
-        before = body["runs"][0]["id"]
-        couch.stop()  # while that run is still under way: its final state cannot be written
+    took = []
+    for _attempt in range(7):
+        began = time.monotonic()
+        status, headers, body = daemon.fire("/slow", method="POST")
+        took.append(round(time.monotonic() - began, 2))
+        assert status == 503, body
+        assert body["error"] == "unavailable"
+        assert "nothing was accepted" in body["reason"]
+        assert headers["Retry-After"]
+    # Before: 0.3, 1, 2, 4, 8, 10, 10 s as the writer's back-off grew.
+    assert max(took) < timeout + 2.0, took
 
-        took = []
-        for _attempt in range(7):
-            began = time.monotonic()
-            status, headers, body = daemon.fire("/slow", method="POST")
-            took.append(round(time.monotonic() - began, 2))
-            assert status == 503, body
-            assert body["error"] == "unavailable"
-            assert "nothing was accepted" in body["reason"]
-            assert headers["Retry-After"]
-        # Before: 0.3, 1, 2, 4, 8, 10, 10 s as the writer's back-off grew.
-        assert max(took) < timeout + 2.0, took
+    couch.start_again()
 
-        couch = EmbeddedCouch(data_dir=data, port=couch.port).start()
+    def written() -> bool:
+        _status, names = http_json("GET", url + "_all_dbs")
+        months = [db for db in names if db.startswith("ev_activations_")]
+        for db in months:
+            status, doc = http_json("GET", f"{url}{db}/{before}")
+            if status == 200 and doc.get("state") == "succeeded":
+                return True
+        return False
 
-        def written() -> bool:
-            _status, names = http_json("GET", url + "_all_dbs")
-            months = [db for db in names if db.startswith("ev_activations_")]
-            for db in months:
-                status, doc = http_json("GET", f"{url}{db}/{before}")
-                if status == 200 and doc.get("state") == "succeeded":
-                    return True
-            return False
-
-        wait_for(written, timeout=30)
-        status, _h, body = daemon.fire("/slow", method="POST")
-        assert status == 202, body
-        stop_and_check(daemon, limit=8.0)
-    finally:
-        couch.stop()
+    wait_for(written, timeout=30)
+    status, _h, body = daemon.fire("/slow", method="POST")
+    assert status == 202, body
+    stop_and_check(daemon, limit=8.0)

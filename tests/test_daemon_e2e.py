@@ -18,7 +18,7 @@ import pytest
 
 from couchdb_events.couch.embedded import free_port
 from couchdb_events.workers.states import MAX_YOUNG_DEATHS
-from tests.couch import NewUser, split_credentials
+from tests.couch import NewUser, OwnCouch, split_credentials
 from tests.daemon_host import DaemonHost, http, wait_until_serving
 from tests.docs import delete_doc, put_doc, put_worker
 
@@ -520,72 +520,56 @@ def test_documents_take_effect_within_a_second(start_daemon: StartDaemon) -> Non
 # -- CouchDB going away ----------------------------------------------------------------------
 @pytest.mark.parametrize("durable", [True, False])
 def test_couchdb_going_away_and_coming_back(
-    start_daemon: StartDaemon, tmp_path: Path, durable: bool
+    start_daemon: StartDaemon, own_couch: Callable[..., OwnCouch], durable: bool
 ) -> None:
-    from couchdb_events.couch.embedded import EmbeddedCouch
+    couch = own_couch("ev", "wk")
+    url = couch.url
+    put_worker(url, "wk", "echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+    put_doc(url, "ev", {"_id": "ping", "workers": {"echo": {}}})
+    put_worker(url, "wk", "later", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply")
+    put_doc(url, "ev", {"_id": "later", "workers": {"later": {}}})
+    daemon = start_daemon(
+        couchdb_url=url, events_db="ev", workers_db="wk", durable=str(durable).lower()
+    )
+    status, _h, body = daemon.fire("/ping?wait=10")
+    assert status == 200, body
 
-    # A PouchDB Server of its own, also when COUCHDB_URL names a CouchDB: the test stops it and
-    # starts it again on the same data.
-    data = tmp_path / "couch-data"
-    couch = EmbeddedCouch(data_dir=data).start()
-    try:
-        url = couch.url
-        for db in ("ev", "wk"):
-            assert http("PUT", url + db)[0] == 201
-        put_worker(
-            url, "wk", "echo", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply"
-        )
-        put_doc(url, "ev", {"_id": "ping", "workers": {"echo": {}}})
-        put_worker(
-            url, "wk", "later", {"w.py": REPLY_PY}, type="python", delegate="w.py", mode="reply"
-        )
-        put_doc(url, "ev", {"_id": "later", "workers": {"later": {}}})
-        daemon = start_daemon(
-            couchdb_url=url, events_db="ev", workers_db="wk", durable=str(durable).lower()
-        )
+    couch.stop()
+    gone = daemon.wait_status(lambda s: not s["couchdb_events"]["couchdb_connected"], timeout=40)
+    assert gone["feeds"]["ev"]["last_error"]
+    if durable:
+        # Nothing is acknowledged that was not stored: 503, and no run happens.
+        for path in ("/ping", "/later"):
+            status, headers, body = daemon.fire(path)
+            assert (status, body["error"]) == (503, "unavailable"), body
+            assert headers["Retry-After"]
+    else:
+        # Known events still fire: dispatch never waits on CouchDB.
         status, _h, body = daemon.fire("/ping?wait=10")
-        assert status == 200, body
-
-        couch.stop()
-        gone = daemon.wait_status(
-            lambda s: not s["couchdb_events"]["couchdb_connected"], timeout=40
+        assert status == 200 and body["runs"][0]["state"] == "succeeded"
+        # A worker whose code was never fetched: the message waits, it is not lost.
+        status, _h, body = daemon.fire("/later")
+        assert status == 202
+        later = daemon.wait_status(
+            lambda s: "cannot fetch" in (s["workers"]["later"]["last_error"] or "")
         )
-        assert gone["feeds"]["ev"]["last_error"]
-        if durable:
-            # Nothing is acknowledged that was not stored: 503, and no run happens.
-            for path in ("/ping", "/later"):
-                status, headers, body = daemon.fire(path)
-                assert (status, body["error"]) == (503, "unavailable"), body
-                assert headers["Retry-After"]
-        else:
-            # Known events still fire: dispatch never waits on CouchDB.
-            status, _h, body = daemon.fire("/ping?wait=10")
-            assert status == 200 and body["runs"][0]["state"] == "succeeded"
-            # A worker whose code was never fetched: the message waits, it is not lost.
-            status, _h, body = daemon.fire("/later")
-            assert status == 202
-            later = daemon.wait_status(
-                lambda s: "cannot fetch" in (s["workers"]["later"]["last_error"] or "")
-            )
-            assert later["workers"]["later"]["queued"] == 1
+        assert later["workers"]["later"]["queued"] == 1
 
-        couch = EmbeddedCouch(data_dir=data, port=couch.port).start()
-        try:
-            daemon.wait_status(lambda s: s["couchdb_events"]["couchdb_connected"], timeout=40)
-        except AssertionError:
-            print(daemon.host.log_text())
-            print("\n".join(daemon.host.stderr))
-            raise
-        if durable:
-            wait_for(lambda: daemon.fire("/later")[0] == 202, timeout=15)
-        done = daemon.wait_status(lambda s: s["workers"]["later"]["succeeded"] == 1, timeout=15)
-        assert done["workers"]["later"]["queued"] == 0
-        put_doc(url, "ev", {"_id": "pong", "workers": {"echo": {}}})
-        wait_for(lambda: daemon.fire("/pong")[0] == 202, timeout=5)
-        assert "connected again" in daemon.host.log_text()
-        stop_and_check(daemon)
-    finally:
-        couch.stop()
+    couch.start_again()
+    try:
+        daemon.wait_status(lambda s: s["couchdb_events"]["couchdb_connected"], timeout=40)
+    except AssertionError:
+        print(daemon.host.log_text())
+        print("\n".join(daemon.host.stderr))
+        raise
+    if durable:
+        wait_for(lambda: daemon.fire("/later")[0] == 202, timeout=15)
+    done = daemon.wait_status(lambda s: s["workers"]["later"]["succeeded"] == 1, timeout=15)
+    assert done["workers"]["later"]["queued"] == 0
+    put_doc(url, "ev", {"_id": "pong", "workers": {"echo": {}}})
+    wait_for(lambda: daemon.fire("/pong")[0] == 202, timeout=5)
+    assert "connected again" in daemon.host.log_text()
+    stop_and_check(daemon)
 
 
 # -- the message ------------------------------------------------------------------------------
