@@ -578,3 +578,34 @@ def test_a_lease_that_runs_out_while_couchdb_is_away_stops_the_follower(
         await asyncio.wait_for(task, 3)
 
     asyncio.run(main())
+
+
+def test_a_lease_write_whose_answer_was_lost_is_taken_as_written() -> None:
+    """The write landed, its answer did not, and the request sent again met it as a conflict:
+    the lease is still this daemon's."""
+
+    class LostAnswer(FakeStore):
+        lose = False
+
+        def put(self, db: str, doc: dict[str, Any], exclusive: bool = False) -> str:
+            rev = super().put(db, doc, exclusive)
+            if self.lose:
+                self.lose = False
+                raise Conflict(f"PUT /{db}/{doc['_id']}: conflict")
+            return rev
+
+    async def main() -> None:
+        store = LostAnswer()
+        lease = Lease(store, STATE, EVENTS, "on_order", "orders", ME, lambda: 1000.0)  # type: ignore[arg-type]
+
+        async def start() -> int:
+            return 7
+
+        assert await lease.acquire(start) == (True, 7)
+        store.lose = True
+        await lease.save(9)
+        assert lease.held and state_doc(store)["seq"] == 9
+        await lease.save(10)  # from the revision read back: no conflict
+        assert state_doc(store)["seq"] == 10
+
+    asyncio.run(main())

@@ -22,6 +22,17 @@ SETTLE = 0.1  # seconds before a second look at leaves that another write got in
 MAX_COPIES = 9  # CouchDB reads min(r, n) copies: this asks for every copy of a document
 
 
+def written_as(stored: Mapping[str, Any] | None, doc: Mapping[str, Any]) -> bool:
+    """Whether ``stored`` is ``doc`` as written, revisions aside: a write of ours whose answer
+    was lost on the way (python-couchdb sends a request again after a reset connection), so
+    that the second sending met the first as a conflict."""
+    if stored is None:
+        return False
+    return {k: v for k, v in stored.items() if k != "_rev"} == {
+        k: v for k, v in doc.items() if k != "_rev"
+    }
+
+
 def _rev_order(doc: Mapping[str, Any]) -> tuple[int, str]:
     """CouchDB's order of leaves: the longer revision path wins, then the greater hash."""
     number, _dash, digest = str(doc.get("_rev", "")).partition("-")

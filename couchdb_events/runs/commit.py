@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import logs
+from ..couch.cluster import written_as
 from ..couch.store import Store
 from ..errors import AlreadyFired, HTTPError, StoreError
 from .records import BATCH, FINAL_STATES
@@ -184,7 +185,7 @@ class GroupCommit:
             return
         waiting = record.stored is not None and not record.stored.done()
         if current is not None and waiting:
-            if _same(current, record.doc):  # our own write, its answer lost on the way
+            if written_as(current, record.doc):
                 record.doc["_rev"] = current["_rev"]
                 self._written(dict(record.doc), {"ok": True, "rev": current["_rev"]})
                 return
@@ -247,13 +248,6 @@ class GroupCommit:
                 del self._state.records[activation_id]  # never acknowledged: forget it
             else:
                 self._state.queue[activation_id] = None
-
-
-def _same(stored: dict[str, Any], doc: dict[str, Any]) -> bool:
-    """Whether ``stored`` is ``doc`` as written (revisions aside)."""
-    return {k: v for k, v in stored.items() if k != "_rev"} == {
-        k: v for k, v in doc.items() if k != "_rev"
-    }
 
 
 def unavailable(exc: StoreError) -> HTTPError:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..couch import state
+from ..couch.cluster import written_as
 from ..couch.store import Store
 from ..errors import Conflict
 from ..runs.daemons import Owner, process_gone
@@ -120,12 +121,7 @@ class Lease:
         try:
             self._rev = await blocking(self._put, doc)
         except Conflict:
-            current = await self._read()
-            # Our own write, whose answer was lost on the way (and sent again)?
-            mine = {k: v for k, v in (current or {}).items() if k != "_rev"} == {
-                k: v for k, v in doc.items() if k != "_rev"
-            }
-            if not mine:
+            if not written_as(await self._read(), doc):
                 raise
         self.until, self.written, self.seq = now + lease, now, seq
 
