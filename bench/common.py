@@ -7,10 +7,12 @@ import base64
 import contextlib
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,13 +38,37 @@ for line in sys.stdin:
 
 
 # -- CouchDB ----------------------------------------------------------------------------------
+def authorized(url: str, data: bytes | None = None, method: str = "GET") -> urllib.request.Request:
+    """A request for ``url`` sending the credentials it carries (urllib does not by itself)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:
+        netloc = parts.netloc.rpartition("@")[2]
+        url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    request = urllib.request.Request(url, data=data, method=method)
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        request.add_header("Authorization", f"Basic {token}")
+    return request
+
+
 def couch_request(method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
     """One JSON request; the parsed answer (raises ``urllib.error.URLError`` on failure)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
+    request = authorized(url, data, method)
     request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())
+
+
+def with_credentials(url: str, of: str) -> str:
+    """``url`` with the credentials of the URL ``of`` (if it has any)."""
+    userinfo = urllib.parse.urlsplit(of).netloc.rpartition("@")
+    if not userinfo[1]:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo[0]}@{parts.netloc}"))
 
 
 def put_worker(
@@ -82,7 +108,7 @@ def get_json(url: str) -> dict[str, Any] | None:
     """The JSON object a GET answers with 200, or None."""
     with (
         contextlib.suppress(OSError, ValueError),
-        urllib.request.urlopen(url, timeout=2) as answer,
+        urllib.request.urlopen(authorized(url), timeout=2) as answer,
     ):
         if answer.status == 200:
             result: dict[str, Any] = json.loads(answer.read())
@@ -127,6 +153,7 @@ class Service:
         name: str = "service",
     ) -> None:
         self.name = name
+        self.couch_url = couch_url
         self.events = set(events)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/_events/"
@@ -197,7 +224,7 @@ class Service:
         return math.fsum(cpu for cpu in map(cpu_seconds, children(self.pid)) if not math.isnan(cpu))
 
     def status(self) -> dict[str, Any] | None:
-        return get_json(self.base + "_status")
+        return get_json(with_credentials(self.base, self.couch_url) + "_status")
 
     def log_tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):
@@ -236,3 +263,59 @@ def percentile_ms(latencies: Sequence[float], p: float) -> float:
     ordered = sorted(latencies)
     rank = max(1, math.ceil(p / 100 * len(ordered)))
     return ordered[rank - 1] * 1000
+
+
+# -- the server under test --------------------------------------------------------------------
+class Target:
+    """The CouchDB the benchmark runs against: one given by URL (``--couchdb-url``), or an
+    in-memory PouchDB Server started for the run. Databases get names with a prefix of their
+    own (``prefix``), and every database with that prefix is deleted when the run ends, so a
+    real server is left as it was found."""
+
+    def __init__(self, couchdb_url: str | None, prefix: str = "bench") -> None:
+        self.given = couchdb_url
+        self.url = ""
+        self.pid = 0  # the server's process on this machine, when it can be found (for CPU)
+        self.label = ""
+        self.prefix = f"{prefix}_{time.strftime('%H%M%S')}_{os.getpid()}_"
+        self._embedded: Any = None
+
+    def __enter__(self) -> Target:
+        if self.given is None:
+            from couchdb_events.couch.embedded import EmbeddedCouch
+
+            self._embedded = EmbeddedCouch().start()
+            self.url = self._embedded.url
+            self.pid = listening_pid(self._embedded.port)
+        else:
+            self.url = self.given if self.given.endswith("/") else self.given + "/"
+            port = urllib.parse.urlsplit(self.url).port or 5984
+            self.pid = listening_pid(port)
+        welcome = couch_request("GET", self.url)
+        if "express-pouchdb" in welcome:
+            self.label = f"PouchDB Server {welcome.get('version', '?')}"
+            if self._embedded is not None:
+                self.label += " (in memory)"
+        else:
+            self.label = f"Apache CouchDB {welcome.get('version', '?')}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for name in couch_request("GET", self.url + "_all_dbs"):
+                if isinstance(name, str) and name.startswith(self.prefix):
+                    couch_request("DELETE", self.url + urllib.parse.quote(name, safe=""))
+        if self._embedded is not None:
+            self._embedded.stop()
+
+    def db(self, name: str) -> str:
+        return self.prefix + name
+
+
+def listening_pid(port: int) -> int:
+    """The process listening on ``port`` on this machine, 0 when it cannot be told."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return int(conn.pid or 0)
+    return 0

@@ -324,3 +324,88 @@ def test_a_record_a_cluster_took_without_quorum_beside_another_is_refused() -> N
         await two.close()
 
     asyncio.run(main())
+
+
+class GatedStore(RecordStore):
+    """Holds each ``_bulk_docs`` request until the test lets it go (``release``), so that the
+    test can see which requests are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[threading.Event] = []
+        self.started: list[list[tuple[str, str]]] = []
+
+    def bulk_docs(self, db: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        gate = threading.Event()
+        with self.lock:
+            self.started.append([(doc["_id"], doc["state"]) for doc in docs])
+            self.gates.append(gate)
+        gate.wait(5.0)
+        return super().bulk_docs(db, docs)
+
+    def release(self, index: int) -> None:
+        self.gates[index].set()
+
+
+async def requests_started(store: GatedStore, count: int, within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
+    while len(store.started) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
+def test_an_accepted_record_does_not_wait_for_the_write_before_it() -> None:
+    """A write in flight (CouchDB slow to answer) does not hold up the next fire's record: it
+    goes out in a request of its own beside it, up to IN_FLIGHT requests at once."""
+
+    async def main() -> None:
+        store = GatedStore()
+        records = await started(store)
+        fires = [message() for _ in range(commit.IN_FLIGHT + 1)]
+        accepting = [asyncio.create_task(records.accept([m], {})) for m in fires[:1]]
+        await requests_started(store, 1)
+        for m in fires[1:]:
+            accepting.append(asyncio.create_task(records.accept([m], {})))
+            await requests_started(store, min(len(accepting), commit.IN_FLIGHT))
+        await asyncio.sleep(0.1)  # time for a request beyond IN_FLIGHT (there must be none)
+        # IN_FLIGHT requests at once; the last fire waits for one of them to be answered.
+        assert len(store.started) == commit.IN_FLIGHT
+        assert store.started == [[(m.id, "accepted")] for m in fires[:-1]]
+        store.release(1)  # the second is answered first: its fire is accepted at once
+        await asyncio.wait_for(accepting[1], 1.0)
+        assert not accepting[0].done()
+        await requests_started(store, commit.IN_FLIGHT + 1)
+        assert store.started[-1] == [(fires[-1].id, "accepted")]
+        for index in range(len(store.gates)):
+            store.release(index)
+        await asyncio.wait_for(asyncio.gather(*accepting), 1.0)
+        await records.close()
+
+    asyncio.run(main())
+
+
+def test_an_update_waits_for_the_write_of_its_record_in_flight() -> None:
+    """A run that ends while its accepted record is still being written: its final state needs
+    that write's revision, so it goes out after the answer, never beside it."""
+
+    async def main() -> None:
+        store = GatedStore()
+        records = await started(store)
+        first, second = message(), message()
+        accepting = asyncio.create_task(records.accept([first], {}))
+        await requests_started(store, 1)
+        records.finished(first, Outcome("succeeded", {"ok": True}))
+        other = asyncio.create_task(records.accept([second], {}))
+        await requests_started(store, 2)
+        assert store.started[1] == [(second.id, "accepted")]  # not the update of the first
+        store.release(0)
+        await asyncio.wait_for(accepting, 1.0)
+        store.release(1)
+        await asyncio.wait_for(other, 1.0)
+        await requests_started(store, 3)
+        assert store.started[2] == [(first.id, "succeeded")]
+        store.release(2)
+        await records.close()
+        assert store.docs[first.id]["state"] == "succeeded"
+        assert store.docs[first.id]["_rev"] == "2-x"
+
+    asyncio.run(main())

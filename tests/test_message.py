@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -204,3 +205,15 @@ def test_new_ids_are_unique_hex() -> None:
     ids = {new_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_new_ids_follow_time() -> None:
+    """Later ids sort after earlier ones (CouchDB appends them to its B-tree), and start with
+    the microseconds they were made at."""
+    before = time.time_ns() // 1000
+    first = new_id()
+    time.sleep(0.002)
+    second = new_id()
+    after = time.time_ns() // 1000
+    assert first < second
+    assert before <= int(first[:14], 16) <= int(second[:14], 16) <= after

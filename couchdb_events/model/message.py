@@ -22,12 +22,12 @@ _LINE_ASCII = json.JSONEncoder(separators=(",", ":"))
 
 
 def new_id() -> str:
-    """A random (version 4) UUID as 32 hex digits, what ``uuid.uuid4().hex`` gives, without
-    building the ``UUID`` object."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
-    return raw.hex()
+    """32 hex digits, in the order of time: 14 of the microseconds since the epoch, then 18
+    random ones (CouchDB's own ``utc_random`` ids). CouchDB inserts a document whose id sorts
+    after the others at the end of its B-tree; random ids (a version 4 UUID) land all over it,
+    which on CouchDB 3.5 costs about twice the CPU per activation record (0.84 against 0.40
+    ms per run, two writes each, in batches of 64)."""
+    return f"{time.time_ns() // 1000:014x}{os.urandom(9).hex()}"
 
 
 def derived_id(origin: str, number: int) -> str:

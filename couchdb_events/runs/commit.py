@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,10 @@ RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
 # record to share their ``_bulk_docs`` request, when no record is waiting for its 202: a final
 # state reaches CouchDB that much later, and a burst makes about half as many requests.
 LINGER = 0.03
+# ``_bulk_docs`` requests at once. CouchDB parses and checks several requests at a time and
+# commits what its database's updater has queued together, so an accepted record need not
+# wait for the request before it to be answered.
+IN_FLIGHT = 3
 
 
 @dataclass
@@ -49,8 +54,12 @@ class State:
     # Set when a record someone waits for (an ``accepted`` one) is queued, or to flush (close).
     urgent: asyncio.Event = field(default_factory=asyncio.Event)
     flushing: bool = False  # closing: nothing lingers any more
-    busy: bool = False  # a _bulk_docs request is in flight
-    in_flight: frozenset[str] = frozenset()  # the ids it writes
+    writing: int = 0  # _bulk_docs requests in flight
+    in_flight: set[str] = field(default_factory=set)  # the ids they write
+
+    @property
+    def busy(self) -> bool:
+        return self.writing > 0
 
 
 class GroupCommit:
@@ -61,6 +70,9 @@ class GroupCommit:
         self.store = store
         self._state = State()
         self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._delay = RETRY_FIRST  # the next back-off after a failed write
+        self._retry_at = 0.0  # monotonic time before which updates are not written again
         self.writes = 0  # _bulk_docs requests
         self.written = 0  # documents
         self.last_error: str | None = None
@@ -73,13 +85,15 @@ class GroupCommit:
         deadline = time.monotonic() + timeout
         self._state.flushing = True
         self._state.urgent.set()
+        self._state.wake.set()
         state = self._state
         while (state.queue or state.busy) and time.monotonic() < deadline:
             if self.last_error is not None and not state.busy:
                 break  # CouchDB refuses: what waits stays open, for the next start
             await asyncio.sleep(0.02)
-        if self._task is not None:
-            self._task.cancel()
+        for task in (self._task, *self._writes):
+            if task is not None:
+                task.cancel()
 
     def _enqueue(self, activation_id: str) -> None:
         record = self._state.records[activation_id]
@@ -91,46 +105,70 @@ class GroupCommit:
     def backlog(self) -> int:
         return len(self._state.queue)
 
+    def _writable(self) -> list[str]:
+        """Up to a batch of queued ids that no request in flight is writing (an update waits
+        for the answer to the write before it: it needs that revision)."""
+        state = self._state
+        if not state.in_flight:
+            return list(itertools.islice(state.queue, BATCH))
+        writable = (i for i in state.queue if i not in state.in_flight)
+        return list(itertools.islice(writable, BATCH))
+
     async def _write_forever(self) -> None:
-        delay = RETRY_FIRST
         state = self._state
         while True:
             await state.wake.wait()
             state.wake.clear()
-            while state.queue:
+            while state.writing < IN_FLIGHT and self._writable():
                 if not state.urgent.is_set() and not state.flushing:
+                    if state.busy:
+                        break  # only updates: they go with the next write (woken at its end)
                     await self._linger()
+                if time.monotonic() < self._retry_at and not state.flushing:
+                    await self._back_off()
                 state.urgent.clear()
-                ids = list(state.queue)[:BATCH]
+                ids = self._writable()
+                if not ids:
+                    break
                 for activation_id in ids:
                     del state.queue[activation_id]
-                if state.queue:  # more than a batch waiting: the rest goes out right after
+                if self._writable():  # more than a batch waiting: the rest goes out right after
                     state.urgent.set()
-                state.busy, state.in_flight = True, frozenset(ids)
-                try:
-                    await self._write(ids)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the writer must never die: fires would hang
-                    if not isinstance(exc, StoreError):
-                        log.exception("writing activation records failed")
-                        exc = StoreError(f"{type(exc).__name__}: {exc}")
-                    self._failed(ids, exc)
-                    state.busy, state.in_flight = False, frozenset()
-                    await self._back_off(delay)
-                    delay = min(RETRY_CAP, delay * 2)
-                    continue
-                finally:
-                    state.busy, state.in_flight = False, frozenset()
-                delay = RETRY_FIRST
-                self.last_error = None
+                state.writing += 1
+                state.in_flight.update(ids)
+                task = asyncio.create_task(self._send(ids))
+                self._writes.add(task)
+                task.add_done_callback(self._writes.discard)
 
-    async def _back_off(self, delay: float) -> None:
-        """After a failed write: wait ``delay`` before writing updates again, but write at once
-        when an accepted record comes (its caller waits for this one attempt, not for the
-        back-off)."""
+    async def _send(self, ids: list[str]) -> None:
+        """One request in flight; its end wakes the loop for what waits behind it."""
+        state = self._state
         try:
-            await asyncio.wait_for(self._state.urgent.wait(), delay)
+            await self._write(ids)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the writer must never die: fires would hang
+            if not isinstance(exc, StoreError):
+                log.exception("writing activation records failed")
+                exc = StoreError(f"{type(exc).__name__}: {exc}")
+            state.in_flight.difference_update(ids)
+            self._failed(ids, exc)
+            self._retry_at = time.monotonic() + self._delay
+            self._delay = min(RETRY_CAP, self._delay * 2)
+        else:
+            self._delay, self._retry_at = RETRY_FIRST, 0.0
+            self.last_error = None
+        finally:
+            state.writing -= 1
+            state.in_flight.difference_update(ids)
+            state.wake.set()
+
+    async def _back_off(self) -> None:
+        """After a failed write: wait until ``_retry_at`` before writing updates again, but
+        write at once when an accepted record comes (its caller waits for this one attempt,
+        not for the back-off)."""
+        try:
+            await asyncio.wait_for(self._state.urgent.wait(), self._retry_at - time.monotonic())
         except asyncio.TimeoutError:
             pass
 
