@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -61,6 +62,7 @@ class WorkerProcess:
         self._on_stderr = on_stderr
         self._proc: asyncio.subprocess.Process | None = None
         self._ps: psutil.Process | None = None
+        self._sampled: tuple[float, int | None, float | None] = (-math.inf, None, None)
         self._readers: list[asyncio.Task[None]] = []
         self._answer: asyncio.Future[Any] | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -232,8 +234,19 @@ class WorkerProcess:
                 self.kill_group(sig)
         return await self.exited
 
-    def sample(self) -> tuple[int | None, float | None]:
-        """Resident memory (bytes) of the process tree and the leader's CPU percent."""
+    def sample(self, max_age: float = 0.0) -> tuple[int | None, float | None]:
+        """Resident memory (bytes) of the process tree and the leader's CPU percent; a sample
+        taken less than ``max_age`` seconds ago is given again (finding the tree's children
+        reads every process's entry in /proc)."""
+        taken, rss, cpu = self._sampled
+        now = time.monotonic()
+        if now - taken < max_age:
+            return rss, cpu
+        rss, cpu = self._sample()
+        self._sampled = (now, rss, cpu)
+        return rss, cpu
+
+    def _sample(self) -> tuple[int | None, float | None]:
         if self._ps is None or not self.alive:
             return None, None
         try:

@@ -34,9 +34,13 @@ class Counters:
             self.succeeded += 1
 
 
+SAMPLE_AGE = 1.0  # seconds a process's memory and CPU sample serves status requests
+
+
 def process_status(proc: WorkerProcess) -> dict[str, Any]:
-    """One process as the status shows it, its memory and CPU sampled now."""
-    rss, cpu = proc.sample()
+    """One process as the status shows it, its memory and CPU sampled within ``SAMPLE_AGE``
+    (a dashboard or a monitor polling status often costs the service no more)."""
+    rss, cpu = proc.sample(max_age=SAMPLE_AGE)
     return {
         "pid": proc.pid,
         "state": proc.state.value,
