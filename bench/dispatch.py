@@ -32,24 +32,23 @@ import aiohttp
 if __package__ in (None, ""):  # run as a script: python bench/dispatch.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Service, couch_request, percentile_ms, put_event, put_worker
-from couchdb_events.couch.embedded import EmbeddedCouch
+from bench.common import Service, Target, couch_request, percentile_ms, put_event, put_worker
 
-EVENTS_DB = "bench_events"
-WORKERS_DB = "bench_workers"
+EVENTS_DB = "events"  # after the target's prefix
+WORKERS_DB = "workers"
 REPLY = "bench_reply"
 ONCE = "bench_once"
 WAIT = 30
 
 
 # -- setting up ---------------------------------------------------------------------------------
-def deploy(couch_url: str, processes: int) -> None:
+def deploy(target: Target, processes: int) -> None:
     """The two databases, the two workers (same script, two modes) and an event for each."""
     for db in (EVENTS_DB, WORKERS_DB):
-        couch_request("PUT", f"{couch_url}{db}")
+        couch_request("PUT", f"{target.url}{target.db(db)}")
     for name, mode in ((REPLY, "reply"), (ONCE, "once")):
-        put_worker(couch_url, WORKERS_DB, name, mode, processes)
-        put_event(couch_url, EVENTS_DB, name, f"/bench/{mode}", [name])
+        put_worker(target.url, target.db(WORKERS_DB), name, mode, processes)
+        put_event(target.url, target.db(EVENTS_DB), name, f"/bench/{mode}", [name])
 
 
 # -- firing ---------------------------------------------------------------------------------------
@@ -223,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         help="concurrent HTTP requests (default 32)",
     )
     parser.add_argument(
+        "--couchdb-url",
+        default=None,
+        metavar="URL",
+        help="the CouchDB to run against, with credentials (default: an in-memory PouchDB "
+        "Server started for the run); its databases get a prefix of their own and are deleted "
+        "at the end",
+    )
+    parser.add_argument(
         "--baseline-events",
         type=int,
         default=200,
@@ -254,16 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="couchdb-events-bench-") as scratch_dir:
             scratch = Path(scratch_dir)
-            with EmbeddedCouch() as couch:
-                deploy(couch.url, args.processes)
+            with Target(args.couchdb_url) as couch:
+                print(f"server: {couch.label}", file=sys.stderr)
+                deploy(couch, args.processes)
                 # Dispatch alone: activation records are bench.durable's subject.
                 settings = {"durable": "true" if args.durable else "false"}
                 service = Service(
                     couch.url,
                     scratch,
                     args.interpreter,
-                    EVENTS_DB,
-                    WORKERS_DB,
+                    couch.db(EVENTS_DB),
+                    couch.db(WORKERS_DB),
                     (REPLY, ONCE),
                     settings=settings,
                 )

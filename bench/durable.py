@@ -66,12 +66,13 @@ FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "lost", "rejected"})
 
 
 # -- setting up ---------------------------------------------------------------------------------
-def deploy(target: Target, processes: int, max_queue: int) -> None:
-    """The two databases, the reply worker and its event."""
+def deploy(target: Target, processes: int, max_queue: int, mode: str = "reply") -> None:
+    """The two databases, the worker (``reply``: a run ends with its answer; ``stream``: once
+    its message is written) and its event."""
     for db in (EVENTS_DB, WORKERS_DB):
         couch_request("PUT", f"{target.url}{target.db(db)}")
     workers, events = target.db(WORKERS_DB), target.db(EVENTS_DB)
-    put_worker(target.url, workers, WORKER, "reply", processes, max_queue=max_queue)
+    put_worker(target.url, workers, WORKER, mode, processes, max_queue=max_queue)
     put_event(target.url, events, WORKER, "/bench/durable", [WORKER])
 
 
@@ -470,7 +471,12 @@ def run_mode(
 
 
 def measure_couchdb_events(
-    couchdb_url: str | None, events: int, clients: int, processes: int, durable: bool = True
+    couchdb_url: str | None,
+    events: int,
+    clients: int,
+    processes: int,
+    durable: bool = True,
+    mode: str = "reply",
 ) -> dict[str, Any]:
     """One mode at one number of clients, for comparisons (``versus_celery``): the figures as a
     dictionary with the keys every system there reports."""
@@ -482,7 +488,7 @@ def measure_couchdb_events(
         tempfile.TemporaryDirectory(prefix="couchdb-events-bench-") as scratch_dir,
         Target(couchdb_url) as target,
     ):
-        deploy(target, processes, args.max_queue)
+        deploy(target, processes, args.max_queue, mode)
         result = run_mode(args, target, Path(scratch_dir), durable, clients)
         label = target.label
     return {
@@ -625,7 +631,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=client_counts, dest="clients", help=argparse.SUPPRESS)
     parser.add_argument("--durable-only", action="store_true", help="leave out the non-durable run")
     parser.add_argument(
-        "--processes", type=int, default=2, help="processes of the reply worker (default 2)"
+        "--processes", type=int, default=2, help="processes of the worker (default 2)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("reply", "stream"),
+        default="reply",
+        help="the worker's mode: reply (a run ends when the worker answers it, the default) "
+        "or stream (a run ends once its message is written to the worker)",
     )
     parser.add_argument(
         "--max-queue",
@@ -659,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
             scratch = Path(scratch_dir)
             with Target(args.couchdb_url) as target:
                 label = target.label
-                deploy(target, args.processes, max_queue)
+                deploy(target, args.processes, max_queue, args.mode)
                 for durable, clients in runs:
                     results.append(run_mode(args, target, scratch, durable, clients))
     except KeyboardInterrupt:
@@ -671,6 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         summary = {
             "server": label,
+            "worker": {"mode": args.mode, "processes": args.processes},
             "results": [r.summary() for r in results],
             "max_queue": max_queue,
             "targets": [
@@ -680,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(summary, indent=2))
     else:
-        print_report(results, label)
+        print_report(results, f"{label}; worker: {args.mode}, {args.processes} processes")
     return 0
 
 
