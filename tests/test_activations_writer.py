@@ -353,9 +353,13 @@ async def requests_started(store: GatedStore, count: int, within: float = 2.0) -
         await asyncio.sleep(0.005)
 
 
-def test_an_accepted_record_does_not_wait_for_the_write_before_it() -> None:
-    """A write in flight (CouchDB slow to answer) does not hold up the next fire's record: it
-    goes out in a request of its own beside it, up to IN_FLIGHT requests at once."""
+def test_an_accepted_record_does_not_wait_for_the_write_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write in flight (CouchDB slow to answer) does not hold up the next fires' records when
+    there are enough of them (``BESIDE``, here 1): they go out in a request of their own beside
+    it, up to IN_FLIGHT requests at once."""
+    monkeypatch.setattr(commit, "BESIDE", 1)
 
     async def main() -> None:
         store = GatedStore()
@@ -383,9 +387,12 @@ def test_an_accepted_record_does_not_wait_for_the_write_before_it() -> None:
     asyncio.run(main())
 
 
-def test_an_update_waits_for_the_write_of_its_record_in_flight() -> None:
+def test_an_update_waits_for_the_write_of_its_record_in_flight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A run that ends while its accepted record is still being written: its final state needs
     that write's revision, so it goes out after the answer, never beside it."""
+    monkeypatch.setattr(commit, "BESIDE", 1)
 
     async def main() -> None:
         store = GatedStore()
@@ -407,5 +414,36 @@ def test_an_update_waits_for_the_write_of_its_record_in_flight() -> None:
         await records.close()
         assert store.docs[first.id]["state"] == "succeeded"
         assert store.docs[first.id]["_rev"] == "2-x"
+
+    asyncio.run(main())
+
+
+def test_a_few_records_wait_for_the_write_in_flight_and_go_out_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fewer than ``BESIDE`` records do not make a request of their own beside one in flight
+    (CouchDB's cost is mostly per request): they go out together once it is answered."""
+    monkeypatch.setattr(commit, "BESIDE", 3)
+
+    async def main() -> None:
+        store = GatedStore()
+        records = await started(store)
+        first, second, third = message(), message(), message()
+        accepting = [asyncio.create_task(records.accept([first], {}))]
+        await requests_started(store, 1)
+        accepting += [asyncio.create_task(records.accept([m], {})) for m in (second, third)]
+        await asyncio.sleep(0.1)
+        assert len(store.started) == 1  # two waiting, fewer than BESIDE: no second request
+        store.release(0)
+        await requests_started(store, 2)
+        assert store.started[1] == [(second.id, "accepted"), (third.id, "accepted")]
+        fourth = [message() for _ in range(3)]
+        accepting += [asyncio.create_task(records.accept([m], {})) for m in fourth]
+        await requests_started(store, 3)  # three waiting: a request beside the one in flight
+        assert store.started[2] == [(m.id, "accepted") for m in fourth]
+        for index in range(len(store.gates)):
+            store.release(index)
+        await asyncio.wait_for(asyncio.gather(*accepting), 1.0)
+        await records.close()
 
     asyncio.run(main())

@@ -31,9 +31,13 @@ RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
 # state reaches CouchDB that much later, and a burst makes about half as many requests.
 LINGER = 0.03
 # ``_bulk_docs`` requests at once. CouchDB parses and checks several requests at a time and
-# commits what its database's updater has queued together, so an accepted record need not
-# wait for the request before it to be answered.
+# commits what its database's updater has queued together, so with many fires at once the
+# accepted records need not wait for the request before them to be answered. A request beside
+# one in flight carries at least ``BESIDE`` records: CouchDB's cost is mostly per request (on
+# CouchDB 3.5, 8 clients: 470-510 runs/s with one request at a time, 350-375 with up to three
+# of a few records each; 64 clients: about 1.8 times as many runs/s with three).
 IN_FLIGHT = 3
+BESIDE = 16
 
 
 @dataclass
@@ -119,7 +123,9 @@ class GroupCommit:
         while True:
             await state.wake.wait()
             state.wake.clear()
-            while state.writing < IN_FLIGHT and self._writable():
+            while state.writing < IN_FLIGHT and (writable := self._writable()):
+                if state.busy and len(writable) < BESIDE and not state.flushing:
+                    break  # a few records: they go with the next write (woken at its end)
                 if not state.urgent.is_set() and not state.flushing:
                     if state.busy:
                         break  # only updates: they go with the next write (woken at its end)
