@@ -354,13 +354,17 @@ async def warm_up(client: Client, requests: int) -> None:
         print(f"warm-up errors: {dict(errors)}", file=sys.stderr)
 
 
-def counters(status: dict[str, Any] | None) -> tuple[int, int, dict[str, Any]]:
-    """(succeeded, failed) of the worker and the activations part of a status."""
+def counters(
+    status: dict[str, Any] | None, stream: bool = False
+) -> tuple[int, int, dict[str, Any]]:
+    """(finished, failed) of the worker and the activations part of a status; a stream
+    worker's run is finished once its message is written (``delivered``)."""
     if status is None:
         raise RuntimeError("couchdb-events did not answer /_events/_status")
     worker = status.get("workers", {}).get(WORKER, {})
     activations: dict[str, Any] = status.get("activations", {})
-    return int(worker.get("succeeded", 0)), int(worker.get("failed", 0)), activations
+    done = int(worker.get("delivered" if stream else "succeeded", 0))
+    return done, int(worker.get("failed", 0)), activations
 
 
 def cpu_snapshot(service: Service, couch_pid: int) -> dict[str, float]:
@@ -381,13 +385,14 @@ async def measure(
     args: argparse.Namespace, service: Service, target: Target, result: Result
 ) -> None:
     couch_url, couch_pid = target.url, target.pid
+    stream = args.mode == "stream"
     activations_prefix = target.db(f"{EVENTS_DB}_activations_")  # the default, monthly
     loop = asyncio.get_running_loop()
     client = Client(service)
     try:
         await warm_up(client, max(4 * args.processes, result.concurrency))
         succeeded0, failed0, activations0 = counters(
-            await loop.run_in_executor(None, service.status)
+            await loop.run_in_executor(None, service.status), stream
         )
         cpu0 = cpu_snapshot(service, couch_pid)
         started = time.perf_counter()
@@ -407,7 +412,7 @@ async def measure(
         if status is None:  # busy for more than the poll's timeout: ask again
             continue
         now = time.perf_counter() - started
-        succeeded, failed, activations = counters(status)
+        succeeded, failed, activations = counters(status, stream)
         result.succeeded, result.failed = succeeded - succeeded0, failed - failed0
         backlog = int(activations.get("backlog", 0))
         result.backlog_max = max(result.backlog_max, backlog)
@@ -481,7 +486,7 @@ def measure_couchdb_events(
     """One mode at one number of clients, for comparisons (``versus_celery``): the figures as a
     dictionary with the keys every system there reports."""
     args = argparse.Namespace(
-        events=events, processes=processes, interpreter=sys.executable, max_queue=None
+        events=events, processes=processes, interpreter=sys.executable, max_queue=None, mode=mode
     )
     args.max_queue = max(events, 1000)
     with (
