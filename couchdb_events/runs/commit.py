@@ -30,12 +30,9 @@ RETRY_FIRST, RETRY_CAP = 0.5, 10.0  # seconds between attempts to write updates
 # record to share their ``_bulk_docs`` request, when no record is waiting for its 202: a final
 # state reaches CouchDB that much later, and a burst makes about half as many requests.
 LINGER = 0.03
-# ``_bulk_docs`` requests at once. CouchDB parses and checks several requests at a time and
-# commits what its database's updater has queued together, so with many fires at once the
-# accepted records need not wait for the request before them to be answered. A request beside
-# one in flight carries at least ``BESIDE`` records: CouchDB's cost is mostly per request (on
-# CouchDB 3.5, 8 clients: 470-510 runs/s with one request at a time, 350-375 with up to three
-# of a few records each; 64 clients: about 1.8 times as many runs/s with three).
+# ``_bulk_docs`` requests at once: CouchDB takes several at a time and commits together what
+# its database's updater has queued. A request beside one in flight carries at least
+# ``BESIDE`` records, as CouchDB's cost is mostly per request (see bench/README.md).
 IN_FLIGHT = 3
 BESIDE = 16
 
