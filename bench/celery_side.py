@@ -282,11 +282,15 @@ def started(groups: list[Group]) -> Iterator[list[Group]]:
 
 
 # -- the run --------------------------------------------------------------------------------------
-def run_celery(tasks: int, clients: int, processes: int, scratch: Path) -> dict[str, Any]:
+def run_celery(
+    tasks: int, clients: int, processes: int, scratch: Path, fsync: bool = False
+) -> dict[str, Any]:
     """``tasks`` no-op tasks submitted by ``clients`` threads to a Celery worker with
     ``processes`` prefork processes, broker and result backend on a Redis of its own; the
     figures in the shape of ``measure_couchdb_events``'s. Logs and Redis's files go into
-    ``scratch``."""
+    ``scratch``. ``fsync``: Redis with an append-only file synced on every write
+    (``appendfsync always``), so that a task is on disk when ``apply_async`` returns, as an
+    activation record is when couchdb-events answers 202."""
     redis_server = ensure_redis()
     python = ensure_celery_venv(PROJECT)
     port = free_port()
@@ -316,8 +320,11 @@ def run_celery(tasks: int, clients: int, processes: int, scratch: Path) -> dict[
             str(scratch / "redis.log"),
             "--save",
             REDIS_SAVE,
-            "--appendonly",
-            "no",
+            *(
+                ["--appendonly", "yes", "--appendfsync", "always"]
+                if fsync
+                else ["--appendonly", "no"]
+            ),
         ]
         redis = Group("redis-server", redis_argv, scratch / "redis.log", cwd=scratch)
         groups.append(redis)
@@ -389,7 +396,10 @@ def run_celery(tasks: int, clients: int, processes: int, scratch: Path) -> dict[
         with contextlib.suppress(subprocess.TimeoutExpired):
             load.proc.wait(timeout=STOP_TIMEOUT)
         problems = [line for line in worker.log_tail(50).splitlines() if "ERROR" in line]
-    return summary(ready, message["result"], cpu0, cpu1, problems)
+    figures = summary(ready, message["result"], cpu0, cpu1, problems)
+    if fsync:
+        figures["system"] += ", appendfsync always"
+    return figures
 
 
 def summary(

@@ -63,7 +63,16 @@ def cpu_text(cpu: dict[str, Any]) -> str:
     return ", ".join(f"{name} {figure(ms, 2)}" for name, ms in cpu.items())
 
 
-def print_report(results: list[dict[str, Any]], clients: int, value: float) -> None:
+def print_report(
+    results: list[dict[str, Any]],
+    clients: int,
+    value: float,
+    synced: dict[str, Any] | None = None,
+) -> None:
+    """The table, and the ratio against Celery + Redis as it comes last; with ``synced`` (Redis
+    syncing every write) a row for it and its ratio before that."""
+    if synced is not None:
+        results = [*results, synced]
     width = max(len("system"), *(len(str(r["system"])) for r in results))
     header = (
         f"{'system':<{width}} {'clients':>7} {'tasks':>6} {'errors':>6} {'accepted/s':>10} "
@@ -83,6 +92,12 @@ def print_report(results: list[dict[str, Any]], clients: int, value: float) -> N
     for row in rows:
         print(row)
     print()
+    if synced is not None:
+        matched = ratio(results[0], synced)
+        print(
+            f"couchdb-events / Celery + Redis with appendfsync always, runs finished per "
+            f"second, {clients} clients: {matched:.2f}x"
+        )
     print(
         f"couchdb-events / Celery + Redis, runs finished per second, {clients} clients: "
         f"{f'{value:.2f}x' if math.isfinite(value) else 'n/a'} "
@@ -137,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         help="worker processes: of the couchdb-events worker and Celery's prefork pool (default 2)",
     )
     parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="also run Celery with Redis syncing every write to its append-only file "
+        "(appendfsync always): a task on disk when apply_async returns, as a record is when "
+        "couchdb-events answers 202",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print a JSON summary instead of a table"
     )
     args = parser.parse_args(argv)
@@ -154,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         with tempfile.TemporaryDirectory(prefix="couchdb-events-celery-") as scratch:
             theirs = run_celery(args.tasks, args.clients, args.processes, Path(scratch))
+        synced = None
+        if args.fsync:
+            with tempfile.TemporaryDirectory(prefix="couchdb-events-celery-") as scratch:
+                synced = run_celery(
+                    args.tasks, args.clients, args.processes, Path(scratch), fsync=True
+                )
     except KeyboardInterrupt:
         print("bench.versus_celery: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
@@ -173,14 +201,15 @@ def main(argv: list[str] | None = None) -> int:
             "clients": args.clients,
             "tasks": args.tasks,
             "processes": args.processes,
-            "results": [ours, theirs],
+            "results": [ours, theirs] + ([synced] if synced else []),
+            "ratio_done_per_s_fsync": round(ratio(ours, synced), 3) if synced else None,
             "ratio_done_per_s": round(value, 3) if math.isfinite(value) else None,
             "target_ratio": TARGET_RATIO,
             "target_met": value >= TARGET_RATIO,
         }
         print(json.dumps(finite(summary), indent=2))
     else:
-        print_report([ours, theirs], args.clients, value)
+        print_report([ours, theirs], args.clients, value, synced)
     return 0
 
 
