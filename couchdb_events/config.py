@@ -22,6 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 
+# The environment variable naming the config file of ``couchdb-events external`` (CouchDB
+# starts an external process with no arguments of ours).
+CONFIG_ENV = "COUCHDB_EVENTS_CONFIG"
+
 SECTION = "couchdb_events"
 INTERPRETERS_SECTION = "couchdb_events_interpreters"
 

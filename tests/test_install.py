@@ -519,3 +519,26 @@ def test_demo_runs_the_email_example(installed: Installed) -> None:
     assert "==> running the demo:" in result.stderr
     assert "Subject: Event email_event fired" in result.stdout
     assert "[os_daemons]" not in result.stdout  # the demo's output, not the sections
+
+
+def test_help_and_version_import_nothing_of_the_service() -> None:
+    """``couchdb-events --help`` and ``--version`` answer without importing aiohttp or
+    python-couchdb: a command's module is imported when that command runs."""
+    probe = (
+        "import sys\n"
+        "from couchdb_events import cli\n"
+        "for argv in (['--version'], ['--help'], ['serve', '--help']):\n"
+        "    try:\n"
+        "        cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('aiohttp', 'couchdb', 'psutil', 'couchdb_events.core')"
+        " if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert f"couchdb-events {__version__}" in result.stdout
+    assert "usage: couchdb-events serve" in result.stdout
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr

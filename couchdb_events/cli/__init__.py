@@ -10,7 +10,9 @@
     couchdb-events demo                       the seed's e-mail example, end to end
     couchdb-events setup [--config FILE]      create the databases, writable by server admins only
 
-One module per command; ``common`` holds what they share (settings, running the service).
+One module per command; ``common`` holds what they share (settings, running the service). A
+command's module is imported when it runs, so that ``--help`` and ``--version`` import nothing
+of the service (aiohttp, python-couchdb).
 
 May import: every layer below (base to hosts).
 """
@@ -19,18 +21,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from .common import CONFIG_ENV
-from .daemon import cmd_daemon
-from .demo import cmd_demo
-from .external import cmd_external
-from .push import cmd_push
-from .serve import cmd_serve
-from .setup import cmd_setup
+from ..config import CONFIG_ENV
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -87,19 +84,19 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "daemon": cmd_daemon,
-    "serve": cmd_serve,
-    "external": cmd_external,
-    "push": cmd_push,
-    "demo": cmd_demo,
-    "setup": cmd_setup,
-}
+COMMANDS = ("daemon", "serve", "external", "push", "demo", "setup")  # module cli.<name>
+
+
+def command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function of command ``name``: ``cmd_<name>`` of its module, imported now."""
+    module = importlib.import_module(f"{__name__}.{name}")
+    run: Callable[[argparse.Namespace], int] = getattr(module, f"cmd_{name}")
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    code = COMMANDS[args.command](args)
+    code = command(args.command)(args)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     with contextlib.suppress(Exception):

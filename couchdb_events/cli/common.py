@@ -25,7 +25,6 @@ log = logs.get("cli")
 
 # CouchDB gives an external no configuration channel: the file is named on its command line,
 # or else by this environment variable.
-CONFIG_ENV = "COUCHDB_EVENTS_CONFIG"
 
 
 def read_ini(path: Path) -> tuple[dict[str, str], dict[str, str]]:

@@ -9,10 +9,11 @@ import os
 import sys
 
 from .. import logs
+from ..config import CONFIG_ENV
 from ..core.service import Service
 from ..errors import ConfigError
 from ..hosts import external
-from .common import CONFIG_ENV, config_from_args, log, run_service
+from .common import config_from_args, log, run_service
 
 
 def cmd_external(args: argparse.Namespace) -> int:
