@@ -22,8 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 
-# The environment variable naming the config file of ``couchdb-events external`` (CouchDB
-# starts an external process with no arguments of ours).
+# CouchDB gives an external no configuration channel: its config file is named on its command
+# line, or else by this environment variable.
 CONFIG_ENV = "COUCHDB_EVENTS_CONFIG"
 
 SECTION = "couchdb_events"

@@ -23,9 +23,6 @@ from ..hosts.osdaemon import DaemonChannel
 
 log = logs.get("cli")
 
-# CouchDB gives an external no configuration channel: the file is named on its command line,
-# or else by this environment variable.
-
 
 def read_ini(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """The ``[couchdb_events]`` and interpreter sections of an ini file.
