@@ -289,9 +289,21 @@ class Target:
             self.pid = listening_pid(self._embedded.port)
         else:
             self.url = self.given if self.given.endswith("/") else self.given + "/"
-            port = urllib.parse.urlsplit(self.url).port or 5984
-            self.pid = listening_pid(port)
-        welcome = couch_request("GET", self.url)
+            parts = urllib.parse.urlsplit(self.url)
+            if parts.hostname in ("127.0.0.1", "localhost", "::1"):  # its CPU can be read
+                self.pid = listening_pid(parts.port or 5984)
+        try:
+            welcome = couch_request("GET", self.url)
+        except BaseException as exc:
+            if self._embedded is not None:
+                self._embedded.stop()
+            if isinstance(exc, OSError | ValueError):
+                where = urllib.parse.urlsplit(self.url)._replace(
+                    netloc=urllib.parse.urlsplit(self.url).netloc.rpartition("@")[2]
+                )
+                reason = getattr(exc, "reason", exc)
+                raise RuntimeError(f"no CouchDB answers at {where.geturl()}: {reason}") from None
+            raise
         if "express-pouchdb" in welcome:
             self.label = f"PouchDB Server {welcome.get('version', '?')}"
             if self._embedded is not None:
