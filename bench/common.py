@@ -3,6 +3,7 @@ as a subprocess, CPU time of processes and latency percentiles."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -266,6 +267,18 @@ def percentile_ms(latencies: Sequence[float], p: float) -> float:
 
 
 # -- the server under test --------------------------------------------------------------------
+def add_couchdb_url(parser: argparse.ArgumentParser) -> None:
+    """The ``--couchdb-url`` option every benchmark takes (``Target``'s URL)."""
+    parser.add_argument(
+        "--couchdb-url",
+        default=None,
+        metavar="URL",
+        help="the CouchDB to run against, with credentials (default: an in-memory PouchDB "
+        "Server started for the run); its databases get a prefix of their own and are deleted "
+        "at the end",
+    )
+
+
 class Target:
     """The CouchDB the benchmark runs against: one given by URL (``--couchdb-url``), or an
     in-memory PouchDB Server started for the run. Databases get names with a prefix of their
@@ -298,11 +311,10 @@ class Target:
             if self._embedded is not None:
                 self._embedded.stop()
             if isinstance(exc, OSError | ValueError):
-                where = urllib.parse.urlsplit(self.url)._replace(
-                    netloc=urllib.parse.urlsplit(self.url).netloc.rpartition("@")[2]
-                )
+                parts = urllib.parse.urlsplit(self.url)
+                where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
                 reason = getattr(exc, "reason", exc)
-                raise RuntimeError(f"no CouchDB answers at {where.geturl()}: {reason}") from None
+                raise RuntimeError(f"no CouchDB answers at {where}: {reason}") from None
             raise
         if "express-pouchdb" in welcome:
             self.label = f"PouchDB Server {welcome.get('version', '?')}"

@@ -32,7 +32,15 @@ import aiohttp
 if __package__ in (None, ""):  # run as a script: python bench/dispatch.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Service, Target, couch_request, percentile_ms, put_event, put_worker
+from bench.common import (
+    Service,
+    Target,
+    add_couchdb_url,
+    couch_request,
+    percentile_ms,
+    put_event,
+    put_worker,
+)
 
 EVENTS_DB = "events"  # after the target's prefix
 WORKERS_DB = "workers"
@@ -221,14 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="C",
         help="concurrent HTTP requests (default 32)",
     )
-    parser.add_argument(
-        "--couchdb-url",
-        default=None,
-        metavar="URL",
-        help="the CouchDB to run against, with credentials (default: an in-memory PouchDB "
-        "Server started for the run); its databases get a prefix of their own and are deleted "
-        "at the end",
-    )
+    add_couchdb_url(parser)
     parser.add_argument(
         "--baseline-events",
         type=int,

@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: python bench/durable.py
 from bench.common import (
     Service,
     Target,
+    add_couchdb_url,
     couch_request,
     cpu_seconds,
     percentile_ms,
@@ -613,14 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.durable", description=__doc__.split("\n")[0]
     )
-    parser.add_argument(
-        "--couchdb-url",
-        default=None,
-        metavar="URL",
-        help="the CouchDB to run against, with credentials (default: an in-memory PouchDB "
-        "Server started for the run); its databases get a prefix of their own and are deleted "
-        "at the end",
-    )
+    add_couchdb_url(parser)
     parser.add_argument(
         "--events", type=int, default=3000, metavar="N",
         help="events per mode (default 3000; a third of that with fewer than 8 clients)",

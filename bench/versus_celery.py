@@ -37,6 +37,7 @@ from bench.celery_side import (
     interrupt_on_sigterm,
     run_celery,
 )
+from bench.common import add_couchdb_url
 from bench.durable import measure_couchdb_events
 from couchdb_events.errors import EventsError
 
@@ -128,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.versus_celery", description=__doc__.split("\n")[0]
     )
-    parser.add_argument(
-        "--couchdb-url",
-        default=None,
-        metavar="URL",
-        help="the CouchDB for couchdb-events (default: an embedded, in-memory PouchDB Server)",
-    )
+    add_couchdb_url(parser)
     parser.add_argument(
         "--tasks", type=int, default=3000, metavar="N", help="jobs per system (default 3000)"
     )
