@@ -135,8 +135,8 @@ class GroupCommit:
                     break
                 for activation_id in ids:
                     del state.queue[activation_id]
-                if self._writable():  # more than a batch waiting: the rest goes out right after
-                    state.urgent.set()
+                if any(i not in state.in_flight for i in state.queue):  # more than a batch:
+                    state.urgent.set()  # the rest goes out right after
                 state.writing += 1
                 state.in_flight.update(ids)
                 task = asyncio.create_task(self._send(ids))
