@@ -111,6 +111,15 @@ def check_status(config: Config, user: User | None) -> None:
         raise HTTPError(403, "forbidden", "/_events/_status is for server admins")
 
 
+def check_controls(config: Config, user: User | None) -> None:
+    """Retrying and cancelling runs: server admins where status is theirs, else any logged-in
+    user (also where status is public: reading is not steering)."""
+    if not is_authenticated(user):
+        raise HTTPError(401, "unauthorized", "retrying or cancelling a run needs a logged-in user")
+    if config.status_access == "admin" and not is_admin(user):
+        raise HTTPError(403, "forbidden", "retrying or cancelling a run is for server admins")
+
+
 class SessionCache:
     """Bounded, time-limited memory of ``/_session`` answers (users and refusals)."""
 

@@ -3,6 +3,8 @@
 ::
 
     GET /_events/_activations/<id>     one record
+    POST /_events/_activations/<id>/retry              a new attempt of a final run
+    DELETE /_events/_activations/<id>, POST .../cancel  cancel an open run
     GET /_events/_activations?event=&worker=&state=&since=&until=&limit=&skip=
                                        records, newest first (since/until: ISO 8601 times)
 """
@@ -15,9 +17,10 @@ from typing import Any
 from ..errors import HTTPError, NotFound, StoreError
 from ..model.request import Request
 from ..runs.activations import Activations
+from ..runs.controls import Controls
+from ..runs.records import STATES
 from .answer import Answer
 
-STATES = ("accepted", "running", "succeeded", "failed", "timeout", "lost", "rejected")
 MAX_LIMIT = 1000
 
 
@@ -65,3 +68,34 @@ async def activations_answer(activations: Activations | None, request: Request) 
     except StoreError as exc:
         raise HTTPError(503, "unavailable", f"cannot read activations: {exc}") from None
     return Answer(200, {"activations": docs, "limit": limit, "skip": skip, "count": len(docs)})
+
+
+def control_of(request: Request) -> tuple[str, str] | None:
+    """(action, run id) of a run control request, or None for a reading one; 405 for a
+    method the path does not take."""
+    parts = request.path[len("/_activations") :].strip("/").split("/")
+    if len(parts) == 1 and parts[0] and request.method == "DELETE":
+        return "cancel", parts[0]
+    if len(parts) != 2 or not parts[0]:
+        return None
+    if parts[1] not in ("retry", "cancel"):
+        raise HTTPError(404, "not_found", f"{request.path} is not an endpoint of couchdb-events")
+    if request.method != "POST":
+        raise HTTPError(405, "method_not_allowed", f"{request.path} takes POST", {"Allow": "POST"})
+    return parts[1], parts[0]
+
+
+async def control_answer(
+    controls: Controls | None, activations: Activations | None, action: str, run_id: str
+) -> Answer:
+    if controls is None or activations is None:
+        raise HTTPError(404, "not_found", "activations are not recorded here (durable = false)")
+    try:
+        if action == "retry":
+            return Answer(202, await controls.retry(run_id))
+        status, body = await controls.cancel(run_id)
+        return Answer(status, body)
+    except NotFound:
+        raise HTTPError(404, "not_found", f"no activation {run_id!r}") from None
+    except StoreError as exc:
+        raise HTTPError(503, "unavailable", f"cannot read activations: {exc}") from None

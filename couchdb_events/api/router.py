@@ -5,26 +5,39 @@ only translate their request into a ``Request`` and an ``Answer`` back; every ro
 
     /                  welcome
     /_status           status of the daemon, feeds, events and workers
+    /_activations      activation records (``activations``); POST <id>/retry, DELETE <id>
+                       or POST <id>/cancel: run controls (``runs.controls``)
     /_<anything else>  404 (names starting with _ are reserved)
-    /<id or path>      fire (``?wait=<s>`` or ``Prefer: wait=<s>`` waits for the answers)
+    /<id or path>      fire (``?wait=<s>`` or ``Prefer: wait=<s>`` waits for the answers;
+                       ``?delay=<s>`` / ``?at=<time>`` runs later; ``Idempotency-Key`` once)
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
 from .. import __version__
 from ..config import Config
-from ..errors import HTTPError
+from ..errors import AlreadyFired, HTTPError
 from ..model.events import EventSpec
 from ..model.request import Request
+from ..runs.controls import Controls, due, idempotency_key
 from ..runs.dispatch import Dispatcher
 from ..runs.runner import Runner
-from .access import Access, User, check_events, check_status, credentials, needs_user
-from .activations import activations_answer
+from .access import (
+    Access,
+    User,
+    check_controls,
+    check_events,
+    check_status,
+    credentials,
+    needs_user,
+)
+from .activations import activations_answer, control_answer, control_of
 from .answer import Answer
 
 MAX_WAIT = 300.0
@@ -75,7 +88,9 @@ class Router:
         status: StatusSource,
         config: Config,
         access: Access,
+        controls: Controls | None = None,
     ) -> None:
+        self._controls = controls
         self._dispatcher = dispatcher
         self._runner = runner
         self._status = status
@@ -100,9 +115,14 @@ class Router:
             await self._check_status(request)
             return Answer(200, self._status.status())
         if path == "/_activations" or path.startswith("/_activations/"):
-            _only(request, "GET", "HEAD")
-            await self._check_status(request)
-            return await activations_answer(self._runner.activations, request)
+            control = control_of(request)
+            if control is None:
+                _only(request, "GET", "HEAD", *(("DELETE",) if path.count("/") == 2 else ()))
+                await self._check_status(request)
+                return await activations_answer(self._runner.activations, request)
+            public = self._config.status_access == "public"
+            check_controls(self._config, await self._user(request, required=not public))
+            return await control_answer(self._controls, self._runner.activations, *control)
         if path.startswith("/_"):
             raise HTTPError(404, "not_found", f"{path} is not an endpoint of couchdb-events")
         return await self._fire(request, max_wait)
@@ -114,6 +134,29 @@ class Router:
 
     async def _fire(self, request: Request, max_wait: float) -> Answer:
         wait = wait_seconds(request.query, request.headers)
+        run_at = due(request.query, time.time())
+        key = idempotency_key(request.headers)
+        if key is None or self._controls is None:
+            return await self._fire_now(request, max_wait, wait, run_at, None)
+        async with self._controls.once(key):
+            first, origin = await self._controls.replay(key)
+            if first is None:
+                try:
+                    answer = await self._fire_now(
+                        replace(request, origin=origin), max_wait, wait, run_at, key
+                    )
+                    self._controls.remember(key, answer.body)
+                    return answer
+                except AlreadyFired:  # another daemon fired it meanwhile
+                    first, _origin = await self._controls.replay(key)
+                    if first is None:
+                        raise
+            return Answer(202, first, {"Idempotent-Replayed": "true"})
+
+    async def _fire_now(
+        self, request: Request, max_wait: float, wait: float | None, run_at: float | None,
+        key: str | None,
+    ) -> Answer:  # fmt: skip
         try:
             events = self._dispatcher.match(request)
         except HTTPError as exc:
@@ -127,6 +170,8 @@ class Router:
         if user is not request.user:
             request = replace(request, user=user)
         fired = self._dispatcher.prepare(request, events)
+        for message in fired.messages:
+            message.run_at, message.idempotency_key = run_at, key
         await self._runner.run(fired.runs)
         runs: list[dict[str, Any]] = [
             {"id": m.id, "event": m.event, "worker": m.worker} for m in fired.messages

@@ -26,6 +26,7 @@ from ..model.capabilities import Capabilities
 from ..model.registry import Registry
 from ..model.workers import WorkerSpec
 from ..runs.activations import Activations
+from ..runs.controls import Controls
 from ..runs.daemons import BEAT, Heartbeat, Owner
 from ..runs.dispatch import Dispatcher
 from ..runs.runner import Runner
@@ -81,7 +82,8 @@ class Service:
             else None
         )
         self.runs = Runner(self.registry, self.supervisor, self.activations, self.dispatcher)
-        self.router = Router(self.dispatcher, self.runs, self, config, self.access)
+        self.controls = Controls(self.runs, self.registry, self.supervisor, config.state_db)
+        self.router = Router(self.dispatcher, self.runs, self, config, self.access, self.controls)
         self._listener = listen(self.router, config) if listen is not None else None
         self.scheduler = Scheduler(
             self.registry,
@@ -155,6 +157,11 @@ class Service:
                 await self.runs.resume()
             except StoreError as exc:
                 raise StartupError(f"activation records: {exc}") from None
+            # Cancel requests for runs of this daemon's, from other daemons (``runs.controls``).
+            apply = self.controls.apply_cancels
+            cancels = Feed(self._feed_store, self.config.state_db, apply, loop)
+            cancels.start()
+            self.feeds.append(cancels)
             self._expirer = asyncio.create_task(self._expire())
             self._heartbeat = asyncio.create_task(self.heartbeat.run())
             self._adopter = asyncio.create_task(self._adopt())

@@ -105,6 +105,12 @@ class Message:
     # How deep in a chain of events firing events this run is: 0 for a request from outside,
     # the parent's depth + 1 for an event a run emitted (``parent``: that run's id).
     chain: dict[str, Any] = field(default_factory=lambda: {"depth": 0, "parent": None})
+    # Run controls (``runs.controls``): a delayed fire's time (epoch seconds), the fire's
+    # Idempotency-Key, the run this one retries; ``cancelled`` once cancelled while running.
+    run_at: float | None = None
+    idempotency_key: str | None = None
+    retry_of: str | None = None
+    cancelled: bool = False
     # Set by the runner: called when the message reaches a process, and with each outcome
     # (which may lead to another attempt rather than to the final answer).
     on_start: Callable[[Message], None] | None = field(default=None, repr=False)

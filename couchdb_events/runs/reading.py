@@ -86,12 +86,16 @@ class Reader:
 
     def get(self, activation_id: str) -> dict[str, Any]:
         """One record, from memory if it is still changing, else from CouchDB (blocking)."""
-        held = self.writer.held(activation_id)
+        return self.locate(activation_id)[1]
+
+    def locate(self, activation_id: str) -> tuple[str, dict[str, Any]]:
+        """One record and its database (``get``); raises ``NotFound`` (blocking)."""
+        held = self.writer.held_in(activation_id)
         if held is not None:
             return held
         for db in self.months.databases():
             try:
-                return self.store.get(db, activation_id)
+                return db, self.store.get(db, activation_id)
             except NotFound:
                 continue
         raise NotFound(f"no activation {activation_id!r}")

@@ -13,8 +13,11 @@ from typing import Any
 
 from ..model.message import Message, Outcome
 
-FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "lost", "rejected"})
-OPEN_STATES = ("accepted", "running")
+FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "lost", "rejected", "cancelled"})
+OPEN_STATES = ("scheduled", "accepted", "running")
+STATES = ("scheduled", "accepted", "running", "succeeded", "failed", "timeout", "lost",
+          "rejected", "cancelled")  # fmt: skip
+RETRYABLE = frozenset({"failed", "timeout", "lost", "rejected", "cancelled"})
 BATCH = 500  # documents per _bulk_docs request
 MAX_ANSWER = 64 * 1024  # bytes of JSON kept of an answer
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once, not per call
@@ -48,10 +51,13 @@ def month_db(prefix: str, timestamp: float) -> str:
 
 
 def parse_iso(text: str) -> float | None:
+    """The epoch seconds of an ``iso`` time (its milliseconds included), or None."""
     try:
-        return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+        whole = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return None
+    digits = text[20:23] if text[19:20] == "." else ""
+    return whole + (int(digits) / 10 ** len(digits) if digits.isdigit() else 0.0)
 
 
 def bounded(value: Any, limit: int = MAX_ANSWER) -> Any:
@@ -64,7 +70,7 @@ def bounded(value: Any, limit: int = MAX_ANSWER) -> Any:
 
 def accepted_doc(message: Message, store_output: bool, daemon: dict[str, Any]) -> dict[str, Any]:
     """The record of ``message`` as accepted, by the daemon of ``daemon``'s fields."""
-    return {
+    doc = {
         "_id": message.id,
         "type": "activation",
         "event": message.event,
@@ -72,7 +78,7 @@ def accepted_doc(message: Message, store_output: bool, daemon: dict[str, Any]) -
         "worker_rev": message.worker_rev,
         "arguments": message.arguments,
         "request": message.request,
-        "state": "accepted",
+        "state": "accepted" if message.run_at is None else "scheduled",
         "attempt": message.attempt,
         "chain": message.chain,
         "accepted": iso(message.accepted),
@@ -81,6 +87,13 @@ def accepted_doc(message: Message, store_output: bool, daemon: dict[str, Any]) -
         "store_output": store_output,
         "daemon": daemon,
     }
+    if message.run_at is not None:
+        doc["run_at"] = iso(message.run_at)
+    if message.idempotency_key is not None:
+        doc["idempotency_key"] = message.idempotency_key
+    if message.retry_of is not None:
+        doc["retry_of"] = message.retry_of
+    return doc
 
 
 def final_fields(doc: dict[str, Any], outcome: Outcome) -> dict[str, Any]:

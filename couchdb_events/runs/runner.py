@@ -25,7 +25,6 @@ activation record and given to a waiting caller; the run itself stays ``succeede
 from __future__ import annotations
 
 import asyncio
-import calendar
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from ..model.workers import WorkerSpec
 from ..workers.exchange import INTERRUPTED
 from ..workers.supervisor import Supervisor
 from .activations import Activations
+from .records import parse_iso
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -60,7 +60,10 @@ class Runner:
         self._supervisor = supervisor
         self.activations = activations
         self._dispatcher = dispatcher  # fires the events a run's answer emits
-        self._timers: set[asyncio.TimerHandle] = set()
+        # This daemon's open runs, and those waiting for a time (a delayed fire: "scheduled";
+        # a retry's delay: "accepted") with their timers.
+        self._live: dict[str, Message] = {}
+        self._waiting: dict[str, tuple[asyncio.TimerHandle, str]] = {}
         self._emitting: set[asyncio.Task[None]] = set()
         self.retried = 0
         self.resumed = 0
@@ -68,6 +71,7 @@ class Runner:
     def _hook(self, message: Message) -> None:
         message.on_start = self._started
         message.settle = self._settle
+        self._live[message.id] = message
 
     async def run(self, runs: list[tuple[WorkerSpec, Message]]) -> None:
         """Record (when durable) and queue every run, or none: raises the ``HTTPError``."""
@@ -76,6 +80,11 @@ class Runner:
         if self.activations is not None:
             outputs = {spec.name: spec.store_output for spec, _message in runs}
             await self.activations.accept([message for _spec, message in runs], outputs)
+        now = time.time()
+        later = [(s, m) for s, m in runs if m.run_at is not None and m.run_at > now]
+        runs = [(s, m) for s, m in runs if m.run_at is None or m.run_at <= now]
+        for _spec, message in later:
+            self._wait(message, (message.run_at or now) - now, "scheduled")
         try:
             for spec, _message in runs:  # again: the queues may have filled meanwhile
                 self._supervisor.check(spec)
@@ -84,18 +93,58 @@ class Runner:
                 self._final(message, Outcome("rejected", None, exc.reason))
             raise
         for spec, message in runs:
+            if message.run_at is not None and self.activations is not None:
+                self.activations.update(message.id, state="accepted")  # its time has come
             self._supervisor.submit(spec, message)
+
+    def _wait(self, message: Message, delay: float, state: str) -> None:
+        """Queue ``message`` after ``delay`` seconds; until then it is ``state``."""
+        handle = asyncio.get_running_loop().call_later(delay, self._due, message)
+        self._waiting[message.id] = (handle, state)
+
+    def _due(self, message: Message) -> None:
+        _handle, state = self._waiting.pop(message.id, (None, ""))
+        if state == "scheduled" and self.activations is not None:
+            self.activations.update(message.id, state="accepted")
+        self._again(message)
+
+    async def cancel(self, run_id: str, timeout: float = 10.0) -> str | None:
+        """Cancel an open run of this daemon's: what it was (``scheduled``, ``accepted``,
+        ``running``), or None when this daemon has no such run. A queued or waiting run never
+        starts; a running one has its process group killed (waited for up to ``timeout``)."""
+        message = self._live.get(run_id)
+        if message is None or message.cancelled:
+            return None
+        waiting = self._waiting.pop(run_id, None)
+        if waiting is not None:
+            waiting[0].cancel()
+            was = waiting[1]
+        else:
+            message.cancelled = True  # before the kill: its outcome becomes "cancelled"
+            where = self._supervisor.cancel(message)
+            if where is None:
+                message.cancelled = False
+                return None  # between attempts, or emitting its chain: nothing to stop
+            if where == "running":
+                if message.outcome is not None:
+                    await asyncio.wait({message.outcome}, timeout=timeout)
+                return "running"
+            was = "accepted"
+        self._final(message, Outcome("cancelled", None, f"cancelled while {was}"))
+        return was
 
     def _started(self, message: Message) -> None:
         if self.activations is not None:
             self.activations.started(message)
 
     def _settle(self, message: Message, outcome: Outcome) -> None:
-        if outcome.state == INTERRUPTED:
+        if outcome.state == INTERRUPTED and not message.cancelled:
             message.resolve(Outcome("failed", None, outcome.error))  # for a waiting caller only
             return
         spec = self._registry.workers.get(message.worker)
         retry = outcome.state in ("failed", "timeout") and spec is not None
+        if message.cancelled:
+            retry, outcome = False, replace(outcome, state="cancelled")
         if retry and spec is not None and message.attempt <= spec.retries:
             delay = min(MAX_RETRY_DELAY, spec.retry_delay * 2 ** (message.attempt - 1))
             message.attempt += 1
@@ -106,8 +155,7 @@ class Runner:
             )  # fmt: skip
             if self.activations is not None:
                 self.activations.retrying(message, outcome.error)
-            handle = asyncio.get_running_loop().call_later(delay, self._again, message)
-            self._timers.add(handle)
+            self._wait(message, delay, "accepted")
             return
         emits = outcome.answer.get("emit") if isinstance(outcome.answer, dict) else None
         if outcome.state == "succeeded" and emits and self._dispatcher is not None:
@@ -160,14 +208,13 @@ class Runner:
         return {"event": target, "runs": [m.id for m in fired.messages]}
 
     def _final(self, message: Message, outcome: Outcome) -> None:
+        self._live.pop(message.id, None)
         if self.activations is not None:
             self.activations.finished(message, outcome)
         message.resolve(outcome)
 
     def _again(self, message: Message) -> None:
-        self._timers = {
-            t for t in self._timers if not t.cancelled() and t.when() > time.monotonic()
-        }
+        self._waiting.pop(message.id, None)
         spec = self._registry.workers.get(message.worker)
         if spec is None:
             self._final(message, Outcome("failed", None, f"worker {message.worker!r} was deleted"))
@@ -202,6 +249,10 @@ class Runner:
                 self._final(message, Outcome(state, None, f"worker {message.worker!r} {why}"))
                 continue
             message.worker_rev = spec.rev
+            if message.run_at is not None and doc.get("state") == "scheduled":
+                self._wait(message, max(0.0, message.run_at - time.time()), "scheduled")
+                resumed += 1
+                continue
             self.activations.retrying(message, doc.get("last_error"))
             try:
                 self._supervisor.submit(spec, message, force=True)
@@ -215,17 +266,13 @@ class Runner:
         return resumed
 
     def close(self) -> None:
-        for handle in self._timers:
+        for handle, _state in self._waiting.values():
             handle.cancel()
-        self._timers.clear()
+        self._waiting.clear()
 
 
 def _message(doc: dict[str, Any]) -> Message:
-    accepted = str(doc.get("accepted", ""))
-    try:
-        when = float(calendar.timegm(time.strptime(accepted[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        when = time.time()
+    when = parse_iso(str(doc.get("accepted", ""))) or time.time()
     return Message(
         id=doc["_id"],
         event=str(doc.get("event", "")),
@@ -237,4 +284,7 @@ def _message(doc: dict[str, Any]) -> Message:
         attempt=int(doc.get("attempt", 1)),
         worker_rev=str(doc.get("worker_rev", "")),
         chain=dict(doc.get("chain") or {"depth": 0, "parent": None}),
+        run_at=parse_iso(str(doc["run_at"])) if doc.get("run_at") else None,
+        idempotency_key=doc.get("idempotency_key"),
+        retry_of=doc.get("retry_of"),
     )

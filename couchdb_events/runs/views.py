@@ -3,7 +3,8 @@ records' design document ``_design/couchdb-events``, where 2.0 and later keep th
 
 ::
 
-    open       key: accepted, for records in an open state only (accepted, running)    resuming
+    open       key: accepted, for records in an open state (scheduled, accepted,  resuming
+               running)
     accepted   key: accepted, value: [event, worker, state], for every record          listing
 
 The listing reads ``accepted`` newest first, filters event, worker and state in Python and
@@ -27,7 +28,8 @@ DDOC = "couchdb-events"
 DDOC_ID = "_design/" + DDOC
 OPEN_MAP = """function (doc) {
   if (doc.type === 'activation' && typeof doc.accepted === 'string' &&
-      (doc.state === 'accepted' || doc.state === 'running')) {
+      (doc.state === 'scheduled' || doc.state === 'accepted' ||
+       doc.state === 'running')) {
     emit(doc.accepted, null);
   }
 }"""

@@ -39,6 +39,11 @@ class Writer(GroupCommit):
         record = self._state.records.get(activation_id)
         return None if record is None else dict(record.doc)
 
+    def held_in(self, activation_id: str) -> tuple[str, dict[str, Any]] | None:
+        """``held``, with the record's database."""
+        record = self._state.records.get(activation_id)
+        return None if record is None else (record.db, dict(record.doc))
+
     def holds(self, activation_id: str) -> bool:
         return activation_id in self._state.records
 

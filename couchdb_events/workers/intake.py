@@ -58,6 +58,14 @@ class Intake:
         """A message a process could not take: the next process gets it first."""
         self._queue.appendleft(message)
 
+    def remove(self, message_id: str) -> Message | None:
+        """Take the waiting message ``message_id`` out of the queue (cancelled), if it waits."""
+        for message in self._queue:
+            if message.id == message_id:
+                self._queue.remove(message)
+                return message
+        return None
+
     def drain(self) -> Iterator[Message]:
         """Take the waiting messages one by one, until none is left."""
         while self._queue:

@@ -12,10 +12,9 @@ its message back to the head of the queue (``intake``). Feeding by mode:
 * ``once``: one message per process, then stdin is closed; exit status 0 means success.
 
 Processes are started on demand (up to ``processes``), stopped after ``idle_timeout`` without
-work, and replaced when they die, with a growing delay after young deaths and ``failed`` after
-too many (``states.CrashPolicy``). A new document revision retires the old processes: they get
-no further message. What the status shows of a pool is built in ``status``.
-"""
+work, replaced when they die, with a growing delay after young deaths and ``failed`` after too
+many (``states.CrashPolicy``). A new revision retires the old processes (no further message).
+Status: ``status``; cancelling a run: ``cancel``."""
 
 from __future__ import annotations
 
@@ -29,6 +28,7 @@ from .. import logs
 from ..errors import HTTPError
 from ..model.message import Message, Outcome
 from ..model.workers import Mode, WorkerSpec
+from .cancel import CANCELLED_RUNNING, cancel_run
 from .deploy import Deployer
 from .exchange import INTERRUPTED, exchange, with_stderr
 from .intake import Intake
@@ -40,7 +40,6 @@ from .states import CrashPolicy, PoolState
 from .status import Counters, pool_status, process_status
 
 log = logs.get("pool")
-
 
 FETCH_RETRY = 2.0  # seconds between attempts to fetch a worker's code while CouchDB is away
 
@@ -87,6 +86,10 @@ class Pool:
         self.counters.fired += 1
         if not self.queue.put(message, self.spec.rev):
             self._maybe_start()
+
+    def cancel(self, message_id: str) -> str | None:
+        """Cancel a run: ``queued``, ``running`` (killed) or None (see ``cancel.cancel_run``)."""
+        return cancel_run(self.queue, self.processes, message_id)
 
     # -- processes ------------------------------------------------------------------------
     def _live(self) -> list[WorkerProcess]:
@@ -180,6 +183,8 @@ class Pool:
             self.queue.put_back(message)  # nothing was written: it goes to the next process
             return False
         self.counters.delivered += 1
+        if message.cancelled:
+            outcome = Outcome("cancelled", None, CANCELLED_RUNNING, outcome.stdout, outcome.stderr)
         keep = proc.alive and outcome.state != "timeout" and proc.spec.mode is not Mode.ONCE
         if keep and proc.spec.mode is Mode.REPLY:
             self._crash.healthy()  # it answered

@@ -133,6 +133,12 @@ class Supervisor:
     def submit(self, spec: WorkerSpec, message: Message, force: bool = False) -> None:
         self._pool(spec).submit(message, force)
 
+    def cancel(self, message: Message) -> str | None:
+        """Cancel ``message`` where it is: ``queued`` (taken out), ``running`` (its process
+        group killed), or None (not in this daemon's queues or processes)."""
+        pool = self.pools.get(message.worker)
+        return pool.cancel(message.id) if pool is not None else None
+
     def worker_changed(self, name: str, spec: WorkerSpec | None) -> None:
         """The registry saw a new revision (or, with None, the deletion) of a worker document."""
         pool = self.pools.get(name)
