@@ -29,12 +29,15 @@ class Queries:
 
     def find(
         self, db: str, selector: Mapping[str, Any], *, limit: int = 100, skip: int = 0,
-        sort: list[Any] | None = None,
+        sort: list[Any] | None = None, use_index: list[str] | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        """Documents matching a Mango ``selector`` (``_find``)."""
+        """Documents matching a Mango ``selector`` (``_find``); ``use_index``: [design
+        document, index name]."""
         body: dict[str, Any] = {"selector": dict(selector), "limit": limit, "skip": skip}
         if sort:
             body["sort"] = sort
+        if use_index:
+            body["use_index"] = use_index
 
         what = f"POST /{db}/_find"
 

@@ -19,6 +19,12 @@ from .records import month_db
 log = logs.get("activations")
 
 INDEX_DDOC = views.DDOC  # Mango's indexes or, without Mango, the views
+# The listing's filters, each with an index of its own on [field, accepted], so that a page of
+# the newest records of one event, worker or state reads that page, not every record: in a
+# design document of their own, which CouchDB brings up to date only when a listing reads it
+# (an index in INDEX_DDOC is brought up to date with the others whenever resuming reads them).
+LISTING_DDOC = views.DDOC + "-listing"
+LISTING_FIELDS = ("event", "worker", "state")
 
 
 class Months:
@@ -54,6 +60,8 @@ class Months:
                 try:
                     self.store.index(db, ["state"], "state", INDEX_DDOC)
                     self.store.index(db, ["accepted"], "accepted", INDEX_DDOC)
+                    for field in LISTING_FIELDS:  # built when a listing first reads them
+                        self.store.index(db, [field, "accepted"], field, LISTING_DDOC)
                     return True
                 except Unsupported as exc:
                     if not probe:

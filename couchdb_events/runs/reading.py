@@ -17,7 +17,7 @@ from ..errors import NotFound
 from ..model.capabilities import Capabilities
 from . import views
 from .daemons import Liveness, Owner
-from .months import Months
+from .months import LISTING_DDOC, LISTING_FIELDS, Months
 from .records import BATCH, OPEN_STATES, iso, month_db, parse_iso
 from .writer import Writer
 
@@ -116,12 +116,18 @@ class Reader:
             if since:  # the months from since's on
                 dbs = [db for db in dbs if db >= month_db(self.prefix, parse_iso(since) or 0)]
             return views.listing(self.store, dbs, selector, since, until, limit, skip)
+        # Sorted by an index ending in accepted, so that the limit keeps the newest, not the
+        # first ones the index happens to yield (the oldest); filtered by one field, by that
+        # field's index [field, accepted], so that CouchDB reads the page, not every record.
+        field = next((f for f in LISTING_FIELDS if isinstance(selector.get(f), str)), None)
+        sort: list[Any] = [{"accepted": "desc"}]
+        use_index: list[str] | None = None
+        if field is not None:
+            sort, use_index = [{field: "desc"}, {"accepted": "desc"}], [LISTING_DDOC, field]
         found: list[dict[str, Any]] = []
         for db in self.months.databases():
-            # Sorted by the index on accepted, so that the limit keeps the newest, not the
-            # first ones the index happens to yield (the oldest).
             found.extend(
-                self.store.find(db, where, limit=skip + limit, sort=[{"accepted": "desc"}])
+                self.store.find(db, where, limit=skip + limit, sort=sort, use_index=use_index)
             )
             if since and db <= month_db(self.prefix, parse_iso(since) or 0):
                 break
