@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from couchdb_events.errors import HTTPError
-from couchdb_events.runs.controls import MAX_DELAY, due, idempotency_key
+from couchdb_events.model.fire_options import MAX_DELAY, due, idempotency_key
 from couchdb_events.runs.records import iso, parse_iso
 
 NOW = 1_790_000_000.0

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.couch import NewUser
+from tests.docs import put_doc
 from tests.test_activations_e2e import (  # noqa: F401
     REPLY_PY,
     SLOW_FIRST_PY,
@@ -238,3 +239,28 @@ def test_cancel_a_run_another_daemon_holds(
     assert status == 409, body
     stop_and_check(other)
     stop_and_check(holder)
+
+
+def test_cancel_a_run_whose_daemon_is_gone(
+    start: StartDaemon,  # noqa: F811
+) -> None:
+    first = start()
+    reply_worker(first, "mail")
+    first.event({"_id": "go", "workers": {"mail": {}}})
+    first.wait_loaded("go")
+    _s, gone = fire_run(first, "/go?delay=60")
+    _s, asked = fire_run(first, "/go?delay=60")
+    first.host.kill()  # SIGKILL: both records stay "scheduled", of a daemon that is gone
+    # A cancel request that reached no live daemon (as if the holder died before acting on it).
+    put_doc(
+        first.couch_url,
+        first.events_db + "_state",
+        {"_id": f"cancel:{asked['id']}", "type": "cancel", "run": asked["id"]},
+    )
+    other = start(events_db=first.events_db, workers_db=first.workers_db)
+    # The next daemon resumes the open records, but not the one asked to be cancelled.
+    assert final_record(other, asked["id"])["state"] == "cancelled"
+    status, body = control(other, f"/_activations/{gone['id']}/cancel")
+    assert status == 200 and body["state"] == "cancelled", body
+    assert final_record(other, gone["id"])["state"] == "cancelled"
+    stop_and_check(other)

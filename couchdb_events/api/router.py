@@ -24,8 +24,9 @@ from .. import __version__
 from ..config import Config
 from ..errors import AlreadyFired, HTTPError
 from ..model.events import EventSpec
+from ..model.fire_options import due, idempotency_key
 from ..model.request import Request
-from ..runs.controls import Controls, due, idempotency_key
+from ..runs.controls import Controls
 from ..runs.dispatch import Dispatcher
 from ..runs.runner import Runner
 from .access import (

@@ -11,8 +11,9 @@
 * **Idempotency** (``Idempotency-Key``): a fire's run ids derive from its key, so that a fire
   with a key seen in the last 24 hours (here, in any daemon, or before a restart) finds its
   records and answers with those runs instead of starting any (``replay``).
-* **Delayed fires** (``?delay=`` / ``?at=``): ``due`` reads the time; the runner keeps the
-  record ``scheduled`` until then.
+* **Delayed fires** (``?delay=`` / ``?at=``, read by ``model.fire_options``): the runner keeps
+  the record ``scheduled`` until then. A cancel request for a run whose daemon died before it
+  acted is honoured by the daemon resuming the run (``requested``).
 """
 
 from __future__ import annotations
@@ -36,63 +37,9 @@ from .runner import Runner
 
 log = logs.get("controls")
 
-KEY_HEADER = "Idempotency-Key"
 KEY_TTL = 24 * 3600.0  # seconds a fire's key is honoured
-MAX_KEY = 255
 REMEMBERED = 10_000  # keys whose answers this daemon keeps in memory
-MAX_DELAY = 30 * 24 * 3600.0
-PAST = 60.0  # seconds an ``at`` may lie in the past (clocks differ): it runs at once
 CANCEL_PREFIX = "cancel:"
-
-
-def idempotency_key(headers: Mapping[str, str]) -> str | None:
-    """The fire's ``Idempotency-Key``, or None; 400 for a malformed one."""
-    for name, value in headers.items():
-        if name.lower() == KEY_HEADER.lower():
-            if not 1 <= len(value) <= MAX_KEY or not all(" " <= c <= "~" for c in value):
-                raise HTTPError(
-                    400,
-                    "bad_request",
-                    f"{KEY_HEADER} must be 1 to {MAX_KEY} visible ASCII characters",
-                )
-            return value
-    return None
-
-
-def due(query: Mapping[str, str], now: float) -> float | None:
-    """When a fire's runs are to start (``?delay=SECONDS`` or ``?at=<ISO 8601 time>``), or
-    None for now; 400 for a bad or out-of-range value."""
-    delay, at = query.get("delay"), query.get("at")
-    if delay is not None and at is not None:
-        raise HTTPError(400, "bad_request", "give delay or at, not both")
-    if delay is not None:
-        try:
-            seconds = float(delay)
-        except ValueError:
-            seconds = -1.0
-        if not 0 <= seconds <= MAX_DELAY:
-            raise HTTPError(
-                400, "bad_request", f"delay must be 0 to {MAX_DELAY:.0f} seconds, not {delay!r}"
-            )
-        return now + seconds if seconds > 0 else None
-    if at is None:
-        return None
-    try:
-        when = datetime.datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
-    except ValueError:
-        when = None
-    if when is None or when.tzinfo is None:
-        raise HTTPError(
-            400,
-            "bad_request",
-            f"at must be an ISO 8601 time with its zone, like 2026-12-24T18:00:00Z, not {at!r}",
-        )
-    moment = when.timestamp()
-    if moment < now - PAST:
-        raise HTTPError(400, "bad_request", f"at {at!r} is in the past")
-    if moment > now + MAX_DELAY:
-        raise HTTPError(400, "bad_request", f"at must be at most {MAX_DELAY:.0f} seconds ahead")
-    return moment if moment > now else None
 
 
 def _conflict(reason: str) -> HTTPError:
@@ -110,6 +57,7 @@ class Controls:
         self._answers: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._firing: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        runner.cancel_requests = self.requested
 
     # -- idempotency ----------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -256,6 +204,14 @@ class Controls:
         assert store is not None
         with contextlib.suppress(Conflict):  # asked already
             store.put(self._state_db, {**doc, "requested": iso(time.time())})
+
+    def requested(self, run_ids: list[str]) -> set[str]:
+        """Which of ``run_ids`` have a cancel request (blocking; for resuming)."""
+        store = self._runner.activations.store if self._runner.activations else None
+        if store is None or not run_ids:
+            return set()
+        docs = store.all_docs(self._state_db, [CANCEL_PREFIX + run_id for run_id in run_ids])
+        return {str(doc.get("run")) for doc in docs}
 
     def apply_cancels(self, results: list[dict[str, Any]]) -> None:
         """Cancel requests seen in the state database's feed: cancel those runs held here."""

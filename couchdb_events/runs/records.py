@@ -5,6 +5,7 @@ accepted record and of its end, answers kept bounded.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import json
 import math
@@ -109,3 +110,23 @@ def final_fields(doc: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
     if outcome.state == "delivered":
         fields["delivered_only"] = True  # a stream worker: done once delivered
     return fields
+
+
+def message_of(doc: dict[str, Any], outcome: asyncio.Future[Outcome]) -> Message:
+    """The run a record read back from CouchDB holds (resuming it), to end in ``outcome``."""
+    when = parse_iso(str(doc.get("accepted", ""))) or time.time()
+    return Message(
+        id=doc["_id"],
+        event=str(doc.get("event", "")),
+        worker=str(doc.get("worker", "")),
+        arguments=dict(doc.get("arguments") or {}),
+        request=dict(doc.get("request") or {}),
+        accepted=float(when),
+        outcome=outcome,
+        attempt=int(doc.get("attempt", 1)),
+        worker_rev=str(doc.get("worker_rev", "")),
+        chain=dict(doc.get("chain") or {"depth": 0, "parent": None}),
+        run_at=parse_iso(str(doc["run_at"])) if doc.get("run_at") else None,
+        idempotency_key=doc.get("idempotency_key"),
+        retry_of=doc.get("retry_of"),
+    )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from ..model.workers import WorkerSpec
 from ..workers.exchange import INTERRUPTED
 from ..workers.supervisor import Supervisor
 from .activations import Activations
-from .records import parse_iso
+from .records import message_of
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -67,6 +68,8 @@ class Runner:
         self._emitting: set[asyncio.Task[None]] = set()
         self.retried = 0
         self.resumed = 0
+        # Which of these runs another daemon asked to cancel (``controls``; blocking).
+        self.cancel_requests: Callable[[list[str]], set[str]] | None = None
 
     def _hook(self, message: Message) -> None:
         message.on_start = self._started
@@ -235,11 +238,18 @@ class Runner:
             return 0
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(None, self.activations.orphans, before)
+        asked: set[str] = set()
+        if records and self.cancel_requests is not None:
+            ids = [doc["_id"] for _db, doc in records]
+            asked = await loop.run_in_executor(None, self.cancel_requests, ids)
         resumed = 0
         for db, doc in records:
             self.activations.adopt(db, doc)
-            message = _message(doc)
+            message = message_of(doc, asyncio.get_running_loop().create_future())
             self._hook(message)
+            if message.id in asked:  # its daemon went before it could cancel it
+                self._final(message, Outcome("cancelled", None, "cancelled (by request)"))
+                continue
             if doc.get("state") == "running":
                 message.attempt += 1  # cut off half-way: this is the next attempt
             spec = self._registry.workers.get(message.worker)
@@ -269,22 +279,3 @@ class Runner:
         for handle, _state in self._waiting.values():
             handle.cancel()
         self._waiting.clear()
-
-
-def _message(doc: dict[str, Any]) -> Message:
-    when = parse_iso(str(doc.get("accepted", ""))) or time.time()
-    return Message(
-        id=doc["_id"],
-        event=str(doc.get("event", "")),
-        worker=str(doc.get("worker", "")),
-        arguments=dict(doc.get("arguments") or {}),
-        request=dict(doc.get("request") or {}),
-        accepted=float(when),
-        outcome=asyncio.get_running_loop().create_future(),
-        attempt=int(doc.get("attempt", 1)),
-        worker_rev=str(doc.get("worker_rev", "")),
-        chain=dict(doc.get("chain") or {"depth": 0, "parent": None}),
-        run_at=parse_iso(str(doc["run_at"])) if doc.get("run_at") else None,
-        idempotency_key=doc.get("idempotency_key"),
-        retry_of=doc.get("retry_of"),
-    )
