@@ -82,6 +82,8 @@ class Service:
             else None
         )
         self.runs = Runner(self.registry, self.supervisor, self.activations, self.dispatcher)
+        if self.activations is not None:  # each write's size, for the metrics
+            self.activations.writer.on_write = self.runs.telemetry.wrote
         self.controls = Controls(self.runs, self.registry, self.supervisor, config.state_db)
         self.router = Router(self.dispatcher, self.runs, self, config, self.access, self.controls)
         self._listener = listen(self.router, config) if listen is not None else None

@@ -1,6 +1,7 @@
 """The status document, ``GET /_events/_status``: the daemon, its feeds, events, workers,
-activation records, schedules and changes triggers, and the last warning or error logged
-(``LastError``). Read from the running service's parts (``Parts``: ``service.Service``)."""
+activation records, schedules and changes triggers, the last minutes' runs and latencies
+(``recent``, from ``runs.telemetry``), and the last warning or error logged (``LastError``).
+Read from the running service's parts (``Parts``: ``service.Service``)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ def status_document(service: Parts) -> dict[str, Any]:
         "activations": _activations_status(service),
         "schedules": service.scheduler.status(),
         "changes": service.changes.status(),
+        "recent": service.runs.telemetry.recent(),
         "last_error": service.last_error.last,
     }
 

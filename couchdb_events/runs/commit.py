@@ -14,6 +14,7 @@ import asyncio
 import functools
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from .. import logs
 from ..couch.cluster import written_as
 from ..couch.store import Store
 from ..errors import AlreadyFired, HTTPError, StoreError
-from .records import BATCH, FINAL_STATES
+from .records import BATCH, FINAL_STATES, unavailable
 
 log = logs.get("activations")
 
@@ -76,6 +77,7 @@ class GroupCommit:
         self._retry_at = 0.0  # monotonic time before which updates are not written again
         self.writes = 0  # _bulk_docs requests
         self.written = 0  # documents
+        self.on_write: Callable[[int], None] | None = None  # told each request's documents
         self.last_error: str | None = None
 
     def start(self) -> None:
@@ -195,6 +197,8 @@ class GroupCommit:
         for db, docs in by_db.items():
             results = await loop.run_in_executor(None, self.store.bulk_docs, db, docs)
             self.writes += 1
+            if self.on_write is not None:
+                self.on_write(len(docs))
             # A cluster that took a new record without its write quorum may have taken another
             # daemon's record of the same fire too: the one with its quorum counts (``settled``).
             for doc, result in zip(docs, results, strict=True):
@@ -289,12 +293,3 @@ class GroupCommit:
                 del self._state.records[activation_id]  # never acknowledged: forget it
             else:
                 self._state.queue[activation_id] = None
-
-
-def unavailable(exc: StoreError) -> HTTPError:
-    return HTTPError(
-        503,
-        "unavailable",
-        f"cannot store the activation record, so nothing was accepted: {exc}",
-        {"Retry-After": "5"},
-    )

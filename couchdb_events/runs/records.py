@@ -12,6 +12,7 @@ import math
 import time
 from typing import Any
 
+from ..errors import HTTPError, StoreError
 from ..model.message import Message, Outcome
 
 FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "lost", "rejected", "cancelled"})
@@ -129,4 +130,13 @@ def message_of(doc: dict[str, Any], outcome: asyncio.Future[Outcome]) -> Message
         run_at=parse_iso(str(doc["run_at"])) if doc.get("run_at") else None,
         idempotency_key=doc.get("idempotency_key"),
         retry_of=doc.get("retry_of"),
+    )
+
+
+def unavailable(exc: StoreError) -> HTTPError:
+    return HTTPError(
+        503,
+        "unavailable",
+        f"cannot store the activation record, so nothing was accepted: {exc}",
+        {"Retry-After": "5"},
     )

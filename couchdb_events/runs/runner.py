@@ -40,6 +40,7 @@ from ..workers.exchange import INTERRUPTED
 from ..workers.supervisor import Supervisor
 from .activations import Activations
 from .records import message_of
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -68,6 +69,7 @@ class Runner:
         self._emitting: set[asyncio.Task[None]] = set()
         self.retried = 0
         self.resumed = 0
+        self.telemetry = Telemetry()  # counters, histograms, the last minutes (status, metrics)
         # Which of these runs another daemon asked to cancel (``controls``; blocking).
         self.cancel_requests: Callable[[list[str]], set[str]] | None = None
 
@@ -80,9 +82,11 @@ class Runner:
         """Record (when durable) and queue every run, or none: raises the ``HTTPError``."""
         for _spec, message in runs:
             self._hook(message)
+        began = self.telemetry.clock()
         if self.activations is not None:
             outputs = {spec.name: spec.store_output for spec, _message in runs}
             await self.activations.accept([message for _spec, message in runs], outputs)
+        self.telemetry.fired(len(runs), began)
         now = time.time()
         later = [(s, m) for s, m in runs if m.run_at is not None and m.run_at > now]
         runs = [(s, m) for s, m in runs if m.run_at is None or m.run_at <= now]
@@ -137,6 +141,7 @@ class Runner:
         return was
 
     def _started(self, message: Message) -> None:
+        self.telemetry.started(message)
         if self.activations is not None:
             self.activations.started(message)
 
@@ -212,6 +217,7 @@ class Runner:
 
     def _final(self, message: Message, outcome: Outcome) -> None:
         self._live.pop(message.id, None)
+        self.telemetry.final(message, outcome.state)
         if self.activations is not None:
             self.activations.finished(message, outcome)
         message.resolve(outcome)

@@ -16,10 +16,10 @@ from ..config import Config
 from ..couch.store import Store
 from ..errors import StoreError
 from ..model.message import Message, Outcome
-from .commit import GroupCommit, Record, unavailable
+from .commit import GroupCommit, Record
 from .daemons import Owner
 from .months import Months
-from .records import accepted_doc, final_fields, iso, month_db
+from .records import accepted_doc, final_fields, iso, month_db, unavailable
 
 GRACE = 1.0  # seconds past couchdb_timeout that a fire may wait for its record to be stored
 
