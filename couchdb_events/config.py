@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 # Who may read /_events/_status: admins only, any authenticated user, or anyone.
 STATUS_ACCESS = ("admin", "user", "public")
+# Who may read /_events/_metrics: as status (``status``), or one of STATUS_ACCESS.
+METRICS_ACCESS = ("status", *STATUS_ACCESS)
 
 
 def default_work_dir() -> Path:
@@ -123,8 +125,9 @@ def _boolean(key: str, value: str) -> bool:
 
 def _status_access(key: str, value: str) -> str:
     word = value.strip().lower()
-    if word not in STATUS_ACCESS:
-        raise ConfigError(f"[{SECTION}] {key} = {value!r}: one of {', '.join(STATUS_ACCESS)}")
+    allowed = METRICS_ACCESS if key == "metrics_access" else STATUS_ACCESS
+    if word not in allowed:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: one of {', '.join(allowed)}")
     return word
 
 
@@ -171,6 +174,7 @@ class Config:
     activations_retention_days: int = 30
     require_valid_user: bool = False
     status_access: str = "admin"
+    metrics_access: str = "status"  # status: whatever status_access says
     session_cache_ttl: float = 10.0
     session_cache_size: int = 1000
     interpreters: Mapping[str, tuple[str, ...]] = field(
@@ -244,6 +248,7 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "activations_retention_days": _positive_int,
     "require_valid_user": _boolean,
     "status_access": _status_access,
+    "metrics_access": _status_access,
     "session_cache_ttl": _seconds,
     "session_cache_size": _positive_int,
 }

@@ -12,7 +12,8 @@ Rules, in order:
   events marked ``"public": true``;
 * an event with ``"roles"`` may be fired only by a caller with one of them, or ``_admin``
   (anonymous: 401, a user without the role: 403);
-* ``/_events/_status`` needs ``status_access``: ``admin`` (default), ``user`` or ``public``.
+* ``/_events/_status`` needs ``status_access``: ``admin`` (default), ``user`` or ``public``;
+  ``/_events/_metrics`` needs ``metrics_access``, by default the same.
 
 When a decision needs the caller and CouchDB cannot say who it is, the answer is 503, never a
 pass. When no decision needs it, the request goes on with ``user`` null.
@@ -103,12 +104,26 @@ def check_events(config: Config, events: Iterable[EventSpec], user: User | None)
 
 
 def check_status(config: Config, user: User | None) -> None:
-    if config.status_access == "public":
+    _check_reader(config.status_access, user, "/_events/_status")
+
+
+def metrics_access(config: Config) -> str:
+    """Who may read ``/_events/_metrics``: ``metrics_access``, or for ``status`` (the default)
+    whom ``status_access`` names."""
+    return config.status_access if config.metrics_access == "status" else config.metrics_access
+
+
+def check_metrics(config: Config, user: User | None) -> None:
+    _check_reader(metrics_access(config), user, "/_events/_metrics")
+
+
+def _check_reader(rule: str, user: User | None, what: str) -> None:
+    if rule == "public":
         return
     if not is_authenticated(user):
-        raise HTTPError(401, "unauthorized", "/_events/_status needs a logged-in user")
-    if config.status_access == "admin" and not is_admin(user):
-        raise HTTPError(403, "forbidden", "/_events/_status is for server admins")
+        raise HTTPError(401, "unauthorized", f"{what} needs a logged-in user")
+    if rule == "admin" and not is_admin(user):
+        raise HTTPError(403, "forbidden", f"{what} is for server admins")
 
 
 def check_controls(config: Config, user: User | None) -> None:

@@ -5,6 +5,7 @@ only translate their request into a ``Request`` and an ``Answer`` back; every ro
 
     /                  welcome
     /_status           status of the daemon, feeds, events and workers
+    /_metrics          Prometheus metrics (``metrics``)
     /_activations      activation records (``activations``); POST <id>/retry, DELETE <id>
                        or POST <id>/cancel: run controls (``runs.controls``)
     /_<anything else>  404 (names starting with _ are reserved)
@@ -18,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import __version__
 from ..config import Config
@@ -34,12 +35,17 @@ from .access import (
     User,
     check_controls,
     check_events,
+    check_metrics,
     check_status,
     credentials,
+    metrics_access,
     needs_user,
 )
 from .activations import activations_answer, control_answer, control_of
 from .answer import Answer
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 MAX_WAIT = 300.0
 _ANY_EVENT = EventSpec("", "")  # a plain event: what an unknown path is checked as
@@ -97,6 +103,7 @@ class Router:
         self._status = status
         self._config = config
         self._access = access
+        self._metrics: Metrics | None = None  # made at the first scrape
 
     async def _user(self, request: Request, required: bool) -> User | None:
         if request.user is not None:  # the host knows (CouchDB's userCtx in external mode)
@@ -115,6 +122,11 @@ class Router:
             _only(request, "GET", "HEAD")
             await self._check_status(request)
             return Answer(200, self._status.status())
+        if path in ("/_metrics", "/_metrics/"):
+            _only(request, "GET", "HEAD")
+            public = metrics_access(self._config) == "public"
+            check_metrics(self._config, await self._user(request, required=not public))
+            return self._scrape()
         if path == "/_activations" or path.startswith("/_activations/"):
             control = control_of(request)
             if control is None:
@@ -127,6 +139,13 @@ class Router:
         if path.startswith("/_"):
             raise HTTPError(404, "not_found", f"{path} is not an endpoint of couchdb-events")
         return await self._fire(request, max_wait)
+
+    def _scrape(self) -> Answer:
+        if self._metrics is None:
+            from .metrics import Metrics  # prometheus_client: imported when first scraped
+
+            self._metrics = Metrics(self._runner.telemetry, self._status.status)
+        return self._metrics.answer()
 
     async def _check_status(self, request: Request) -> None:
         """Status and activation records are for whom ``status_access`` says."""

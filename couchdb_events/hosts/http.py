@@ -39,6 +39,13 @@ def json_response(answer: Answer) -> web.Response:
     )
 
 
+def response(answer: Answer) -> web.Response:
+    """The answer as JSON, or its ``raw`` bytes as they are, with their own Content-Type."""
+    if answer.raw is None:
+        return json_response(answer)
+    return web.Response(status=answer.status, body=answer.raw, headers=answer.headers)
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -93,7 +100,7 @@ class Api:
                 user=None,
             )
         )
-        return json_response(answer)
+        return response(answer)
 
 
 class HttpListener:
