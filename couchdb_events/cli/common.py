@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import configparser
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -56,7 +57,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if env_url and "couchdb_url" not in settings:
         settings["couchdb_url"] = env_url
     overrides = {key: getattr(args, key, None) for key in SETTINGS}
-    return Config.from_settings(settings, interpreters, overrides)
+    config = Config.from_settings(settings, interpreters, overrides)
+    if getattr(args, "config", None):  # hidden from sandboxed workers
+        config = dataclasses.replace(config, config_files=(Path(args.config).resolve(),))
+    return config
 
 
 def couchdb_url_from(channel: DaemonChannel) -> str:
