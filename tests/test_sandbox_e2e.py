@@ -7,6 +7,7 @@ namespaces on this machine."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -184,9 +185,9 @@ def test_sandboxed_worker_is_refused_what_it_may_do_unsandboxed(
     url = f"http://127.0.0.1:{port}/_events/"
     proc = serve(config, url)
     try:
-        answers = {}
+        answers: dict[str, Any] = {}
         for name in ("fenced", "open"):
-            status, _h, body = wait_for(lambda n=name: fire_when_loaded(url, n), timeout=20)
+            status, _h, body = wait_for(functools.partial(fire_when_loaded, url, name), 20)
             assert status == 200 and body["runs"][0]["state"] == "succeeded", body
             answers[name] = body["runs"][0]["answer"]
     finally:
