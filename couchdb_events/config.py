@@ -135,8 +135,10 @@ def _text(key: str, value: str) -> str:
 
 
 def _paths(key: str, value: str) -> tuple[Path, ...]:
+    if _text(key, value).lower() == "none":
+        return ()
     try:
-        words = shlex.split(_text(key, value))
+        words = shlex.split(value)
     except ValueError as exc:
         raise ConfigError(f"[{SECTION}] {key} = {value!r}: {exc}") from None
     paths = tuple(Path(word).expanduser() for word in words)

@@ -66,6 +66,7 @@ def test_sandbox_settings() -> None:
     )
     assert (config.sandbox, config.worker_user, config.bwrap) == (True, "job", "/b")
     assert config.sandbox_hide == (Path("/a"), Path("/b c"))
+    assert Config.from_settings({"sandbox_hide": "None"}).sandbox_hide == ()
     with pytest.raises(ConfigError, match="not absolute paths"):
         Config.from_settings({"sandbox_hide": "relative/x"})
     with pytest.raises(ConfigError, match=r"\[couchdb_events\] sandbox = 'maybe': true or false"):
