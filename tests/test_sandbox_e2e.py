@@ -325,3 +325,52 @@ def test_unknown_user_and_missing_bwrap_fail_the_worker(
     assert status == 200 and body["runs"][0]["state"] == "succeeded", body
     stop_and_check(daemon)
     assert json.dumps(error)  # the reason is plain text for status and logs
+
+
+# -- hot reload and recycling inside the sandbox ----------------------------------------------
+VERSION_PY = """
+import json, os, sys
+held = []
+for line in sys.stdin:
+    held.append(b"x" * json.loads(line)["arguments"].get("hold", 0) * 1024 * 1024)
+    revisions = os.path.dirname(os.getcwd())
+    print(json.dumps({"version": VERSION, "pid": os.getpid(), "cwd": os.getcwd(),
+                      "revisions": sorted(os.listdir(revisions))}), flush=True)
+"""
+
+
+@needs_bwrap
+def test_hot_reload_and_memory_recycling_hold_in_the_sandbox(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(sandbox="true")
+    fields: dict[str, Any] = {"type": "python", "delegate": "w.py", "mode": "reply"}
+    daemon.worker("v", {"w.py": "VERSION = 1" + VERSION_PY}, **fields)
+    daemon.event({"_id": "v", "workers": {"v": {}}})
+    daemon.wait_loaded("v")
+    status, _h, body = daemon.fire("/v?wait=10")
+    first = body["runs"][0]["answer"]
+    assert status == 200 and first["version"] == 1, body
+    assert first["revisions"] == [Path(first["cwd"]).name]  # its own revision only
+    [old] = tree(daemon.host.proc.pid)[:1]
+    daemon.worker("v", {"w.py": "VERSION = 2" + VERSION_PY}, **fields)
+    second = wait_for(lambda: version_answer(daemon, 2), timeout=15)
+    assert second["cwd"] != first["cwd"] and second["revisions"] == [Path(second["cwd"]).name]
+    wait_gone([old], timeout=5)  # the old revision's sandbox is gone, its tree with it
+
+    # A memory_limit counts the tree inside bwrap: over it, the process is recycled.
+    daemon.worker("v", {"w.py": "VERSION = 3" + VERSION_PY}, **fields, memory_limit="20M")
+    daemon.event({"_id": "hold", "workers": {"v": {"hold": 40}}})
+    wait_for(lambda: version_answer(daemon, 3, "/hold?wait=10"), timeout=15)
+    big = outer_pids(daemon)  # the pid inside its PID namespace is the same in every sandbox
+    wait_for(lambda: version_answer(daemon, 3) and outer_pids(daemon) not in ([], big), 15)
+    assert "over memory_limit" in daemon.host.log_text()
+    stop_and_check(daemon)
+
+
+def outer_pids(daemon: Daemon) -> list[int]:
+    return [p["pid"] for p in daemon.status()["workers"]["v"]["processes"]]
+
+
+def version_answer(daemon: Daemon, version: int, path: str = "/v?wait=10") -> dict[str, Any] | None:
+    status, _h, body = daemon.fire(path)
+    answer = body["runs"][0].get("answer") if status == 200 else None
+    return answer if answer and answer["version"] == version else None
