@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +186,18 @@ def test_daemon_mode_finds_couchdbs_ini_files_on_an_ancestors_command_line() -> 
     argv = [sys.executable, "-c", parent, "-couch_ini", "/a/default.ini", "/a/local.ini", "-x"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
     assert out.strip() == "(PosixPath('/a/default.ini'), PosixPath('/a/local.ini'))"
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bwrap is not installed")
+def test_a_daemon_not_run_by_root_hides_its_users_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "opt" / "couchdb"  # CouchDB's user's home holds its databases
+    (home / "data").mkdir(parents=True)
+    entry = pwd.struct_passwd(("couchdb", "x", 4321, 4321, "", str(home), "/bin/sh"))
+    monkeypatch.setattr(os, "geteuid", lambda: 4321)
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: entry)
+    spec = worker(Config(work_dir=home / "work"), sandbox=True)
+    argv = fence(spec, tmp_path)
+    assert pairs(list(argv), "--tmpfs")[1:] == [str(home), str(home / "work")]
+    assert "setpriv" not in " ".join(argv[argv.index("--") :])  # no account to switch to

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from ..model.sandbox import Sandbox
@@ -48,6 +49,8 @@ async def fenced_argv(spec: WorkerSpec, cwd: Path, env: Mapping[str, str]) -> tu
         if (stat.st_uid, stat.st_gid) != (account.uid, account.gid):
             os.chown(data_dir, account.uid, account.gid)
     await _probe(name, bwrap, account is not None)
+    if account is None:  # it runs as the daemon's user: whose home (CouchDB's, say) is hidden
+        box = replace(box, hide=(*box.hide, *own_home()))
     found = shutil.which(spec.argv[0], path=env.get("PATH"))
     interpreter = Path(found).absolute() if found else None
     search = [env.get("PYTHONPATH", ""), env.get("NODE_PATH", "")]
@@ -79,6 +82,15 @@ def account_for(name: str, box: Sandbox) -> Account | None:
     if entry.pw_uid == 0:
         raise StartError(f"worker {name!r}: sandbox user {user!r} is root, not unprivileged")
     return Account(user, entry.pw_uid, entry.pw_gid)
+
+
+def own_home() -> tuple[Path, ...]:
+    """The daemon's user's home folder, unless it is a top-level one (like /root)."""
+    try:
+        home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        return ()
+    return (home,) if len(home.parts) > 2 and home.is_dir() else ()
 
 
 async def _probe(name: str, bwrap: str, as_root: bool) -> None:
