@@ -181,7 +181,7 @@ def test_unknown_user_is_a_start_error() -> None:
 
 
 def test_daemon_mode_finds_couchdbs_ini_files_on_an_ancestors_command_line() -> None:
-    child = "from couchdb_events.cli.daemon import couch_ini_files; print(couch_ini_files())"
+    child = "from couchdb_events.cli.common import couch_ini_files; print(couch_ini_files())"
     parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
     argv = [sys.executable, "-c", parent, "-couch_ini", "/a/default.ini", "/a/local.ini", "-x"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout

@@ -4,20 +4,16 @@ settings come over the os_daemon channel, logs go back through it."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import sys
-from pathlib import Path
 from typing import Any
-
-import psutil
 
 from .. import logs
 from ..config import INTERPRETERS_SECTION, SECTION, Config
 from ..errors import ConfigError
 from ..hosts.osdaemon import ChannelClosed, ChannelHandler, DaemonChannel
-from .common import couchdb_url_from, run_service
+from .common import couch_ini_files, couchdb_url_from, run_service
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -45,30 +41,3 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, config_files=couch_ini_files())
     logs.setup(config.log_level, ChannelHandler(channel))
     return run_service(config, "os_daemon", channel.wait_for_eof)
-
-
-def couch_ini_files() -> tuple[Path, ...]:
-    """CouchDB's ini files (hidden from sandboxed workers): CouchDB names them after
-    ``-couch_ini`` on the command line of its VM, one of the daemon's ancestors (the daemon is
-    started through a shell, and by ``erl_child_setup`` on newer Erlang); CouchDB 2.x reads
-    them from the ``etc`` folder of the release the VM's ``-root`` names."""
-    with contextlib.suppress(psutil.Error):
-        for ancestor in psutil.Process().parents()[:4]:
-            argv = ancestor.cmdline()
-            if "-couch_ini" in argv:
-                files = argv[argv.index("-couch_ini") + 1 :]
-                return tuple(Path(a) for a in _until_flag(files) if os.path.isabs(a))
-            if "-root" in argv:  # CouchDB 2.x: its release's etc/ holds the ini files
-                etc = Path(argv[argv.index("-root") + 1]) / "etc"
-                found = (etc / "default.ini", etc / "local.ini")
-                return tuple(path for path in found if path.is_file())
-    return ()
-
-
-def _until_flag(words: list[str]) -> list[str]:
-    taken: list[str] = []
-    for word in words:
-        if word.startswith("-"):
-            break
-        taken.append(word)
-    return taken
