@@ -99,6 +99,7 @@ async def _probe(name: str, bwrap: str, as_root: bool) -> None:
         return
     true = shutil.which("true") or "/bin/true"
     argv = [bwrap, "--ro-bind", "/", "/", "--proc", "/proc", "--unshare-net", "--unshare-pid"]
+    argv += ["--perms", "1777", "--tmpfs", "/tmp"]  # noqa: S108 - bwrap 0.5+: said here
     argv += ["--unshare-ipc", "--unshare-uts", "--die-with-parent", "--cap-drop", "ALL", true]
     try:
         proc = await asyncio.create_subprocess_exec(
