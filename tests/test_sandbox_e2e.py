@@ -27,7 +27,7 @@ import pytest
 from couchdb_events.couch.embedded import free_port
 from tests.daemon_host import DaemonHost, http, wait_until_serving
 from tests.docs import put_doc, put_worker
-from tests.test_daemon_e2e import Daemon, stop_and_check, wait_for
+from tests.test_daemon_e2e import Daemon, outbox, push_demo, stop_and_check, wait_for
 from tests.test_supervision_e2e import alive, wait_gone
 
 pytestmark = pytest.mark.e2e
@@ -374,3 +374,18 @@ def version_answer(daemon: Daemon, version: int, path: str = "/v?wait=10") -> di
     status, _h, body = daemon.fire(path)
     answer = body["runs"][0].get("answer") if status == 200 else None
     return answer if answer and answer["version"] == version else None
+
+
+@needs_bwrap
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_seed_node_worker_runs_sandboxed_by_the_setting(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(sandbox="true")
+    push_demo(daemon)
+    daemon.wait_loaded("email_event")
+    status, _h, body = daemon.fire("/email_event")
+    assert status == 202, body
+    [mail] = wait_for(lambda: outbox(daemon))  # written into its data directory
+    assert "To: support@yourcompany.com" in mail.read_text()
+    [proc] = daemon.status()["workers"]["send_email"]["processes"]
+    assert psutil.Process(proc["pid"]).name() == "bwrap"
+    stop_and_check(daemon)
