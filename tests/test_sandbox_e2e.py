@@ -389,3 +389,29 @@ def test_the_seed_node_worker_runs_sandboxed_by_the_setting(start_daemon: StartD
     [proc] = daemon.status()["workers"]["send_email"]["processes"]
     assert psutil.Process(proc["pid"]).name() == "bwrap"
     stop_and_check(daemon)
+
+
+SPINS_PY = """
+import json, sys
+for line in sys.stdin:
+    while True:
+        pass
+"""
+
+
+@needs_bwrap
+def test_limits_hold_in_the_sandbox_and_a_signal_is_told_as_such(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(sandbox="true")
+    daemon.worker("spinner", {"w.py": SPINS_PY}, type="python", delegate="w.py", mode="reply",
+                  limits={"cpu": 1})  # fmt: skip
+    daemon.event({"_id": "spin", "workers": {"spinner": {}}})
+    daemon.wait_loaded("spin")
+    status, _h, body = daemon.fire("/spin?wait=20", timeout=30)
+    assert status == 200, body
+    [run] = body["runs"]
+    assert run["state"] == "failed", run
+    # Not bwrap's "exit status 152": the signal that ended the worker inside.
+    assert "killed by SIGXCPU" in run["error"] or "killed by SIGKILL" in run["error"], run
+    stop_and_check(daemon)
