@@ -137,6 +137,20 @@ def _text(key: str, value: str) -> str:
     return value.strip()
 
 
+def _paths(key: str, value: str) -> tuple[Path, ...]:
+    if _text(key, value).lower() == "none":
+        return ()
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: {exc}") from None
+    paths = tuple(Path(word).expanduser() for word in words)
+    relative = [str(path) for path in paths if not path.is_absolute()]
+    if relative:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: not absolute paths: {relative}")
+    return paths
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``*****``, for logs and status."""
     parts = urlsplit(url)
@@ -177,6 +191,11 @@ class Config:
     metrics_access: str = "status"  # status: whatever status_access says
     session_cache_ttl: float = 10.0
     session_cache_size: int = 1000
+    sandbox: bool = False  # fence workers in by default (a document's "sandbox" decides)
+    worker_user: str = "nobody"  # who sandboxed workers run as when the daemon runs as root
+    bwrap: str = "bwrap"
+    sandbox_hide: tuple[Path, ...] = ()  # hidden from sandboxed workers besides work_dir
+    config_files: tuple[Path, ...] = ()  # where the settings came from (not a setting)
     interpreters: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_INTERPRETERS)
     )
@@ -251,6 +270,10 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "metrics_access": _status_access,
     "session_cache_ttl": _seconds,
     "session_cache_size": _positive_int,
+    "sandbox": _boolean,
+    "worker_user": _text,
+    "bwrap": _text,
+    "sandbox_hide": _paths,
 }
 
 SETTINGS = tuple(_CONVERTERS)

@@ -54,7 +54,8 @@ def test_empty_settings_give_the_defaults() -> None:
 
 def test_every_field_is_a_setting_except_interpreters() -> None:
     fields = {f.name for f in dataclasses.fields(Config)}
-    assert set(SETTINGS) == fields - {"interpreters"}
+    # config_files: where the settings came from (hidden from sandboxed workers)
+    assert set(SETTINGS) == fields - {"interpreters", "config_files"}
 
 
 def test_default_work_dir_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,12 +7,15 @@ import argparse
 import asyncio
 import configparser
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from .. import logs
 from ..config import INTERPRETERS_SECTION, SECTION, SETTINGS, Config
@@ -56,7 +59,37 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if env_url and "couchdb_url" not in settings:
         settings["couchdb_url"] = env_url
     overrides = {key: getattr(args, key, None) for key in SETTINGS}
-    return Config.from_settings(settings, interpreters, overrides)
+    config = Config.from_settings(settings, interpreters, overrides)
+    # Hidden from sandboxed workers: the file named, and CouchDB's own when CouchDB started us.
+    named = (Path(args.config).resolve(),) if getattr(args, "config", None) else ()
+    return dataclasses.replace(config, config_files=(*named, *couch_ini_files()))
+
+
+def couch_ini_files() -> tuple[Path, ...]:
+    """CouchDB's ini files (hidden from sandboxed workers): CouchDB names them after
+    ``-couch_ini`` on the command line of its VM, one of the daemon's ancestors (the daemon is
+    started through a shell, and by ``erl_child_setup`` on newer Erlang); CouchDB 2.x reads
+    them from the ``etc`` folder of the release the VM's ``-root`` names."""
+    with contextlib.suppress(psutil.Error):
+        for ancestor in psutil.Process().parents()[:4]:
+            argv = ancestor.cmdline()
+            if "-couch_ini" in argv:
+                files = argv[argv.index("-couch_ini") + 1 :]
+                return tuple(Path(a) for a in _until_flag(files) if os.path.isabs(a))
+            if "-root" in argv:  # CouchDB 2.x: its release's etc/ holds the ini files
+                etc = Path(argv[argv.index("-root") + 1]) / "etc"
+                found = (etc / "default.ini", etc / "local.ini")
+                return tuple(path for path in found if path.is_file())
+    return ()
+
+
+def _until_flag(words: list[str]) -> list[str]:
+    taken: list[str] = []
+    for word in words:
+        if word.startswith("-"):
+            break
+        taken.append(word)
+    return taken
 
 
 def couchdb_url_from(channel: DaemonChannel) -> str:

@@ -4,6 +4,7 @@ settings come over the os_daemon channel, logs go back through it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -12,7 +13,7 @@ from .. import logs
 from ..config import INTERPRETERS_SECTION, SECTION, Config
 from ..errors import ConfigError
 from ..hosts.osdaemon import ChannelClosed, ChannelHandler, DaemonChannel
-from .common import couchdb_url_from, run_service
+from .common import couch_ini_files, couchdb_url_from, run_service
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -37,5 +38,6 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         channel.log(f"couchdb-events cannot start: {exc}", "error")
         return 1
+    config = dataclasses.replace(config, config_files=couch_ini_files())
     logs.setup(config.log_level, ChannelHandler(channel))
     return run_service(config, "os_daemon", channel.wait_for_eof)

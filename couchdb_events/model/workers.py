@@ -8,6 +8,7 @@ Worker document::
 
     {"_id": "send_email", "delegate": "sendmail.js", "type": "node", "arguments": {},
      "mode": "stream" | "reply" | "once", "processes": 1, "max_queue": 1000, "idle_timeout": 60,
+     "sandbox": true,
      "_attachments": {"sendmail.js": {...}}}
 """
 
@@ -17,7 +18,7 @@ import enum
 import posixpath
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import Config
@@ -29,6 +30,7 @@ from .fields import (
     seconds_field,
     size_field,
 )
+from .sandbox import Sandbox, parse_sandbox
 
 
 class Mode(str, enum.Enum):
@@ -73,6 +75,7 @@ class WorkerSpec:
     retries: int = 0  # further attempts after a failed or timed-out run
     retry_delay: float = 1.0  # seconds before the first retry, doubling after each
     store_output: bool = True  # keep answers and output tails in activation records
+    sandbox: Sandbox | None = None  # fenced in with bubblewrap (``workers.sandbox``)
 
 
 def unsafe_attachment_name(name: str) -> str | None:
@@ -153,6 +156,21 @@ def _parse_worker(name: str, rev: str, doc: Mapping[str, Any], config: Config) -
         retries=count_field(doc, "retries"),
         retry_delay=seconds_field(doc, "retry_delay", 1.0),
         store_output=flag_field(doc, "store_output", True),
+        sandbox=_sandbox(doc.get("sandbox"), config),
+    )
+
+
+def _sandbox(value: Any, config: Config) -> Sandbox | None:
+    box = parse_sandbox(value, config.sandbox)
+    if box is None:
+        return None
+    return replace(
+        box,
+        default_user=config.worker_user,
+        bwrap=config.bwrap,
+        work_dir=config.work_dir,
+        config_files=config.config_files,
+        hide=config.sandbox_hide,
     )
 
 

@@ -26,6 +26,7 @@ import psutil
 
 from .. import logs
 from ..model.workers import WorkerSpec
+from .fence import fenced_argv
 from .launch import StartError, launch_argv
 from .lines import MAX_LINE, OVERLONG_JSON, read_line
 from .states import ProcessState
@@ -82,6 +83,8 @@ class WorkerProcess:
             raise StartError(
                 f"interpreter {argv[0]!r} for type {self.spec.type!r} was not found on PATH"
             )
+        if self.spec.sandbox is not None:
+            argv = await fenced_argv(self.spec, cwd, env)  # StartError when it cannot be
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *launch_argv(argv, self.spec.limits),
@@ -171,6 +174,8 @@ class WorkerProcess:
     async def _reap(self) -> None:
         assert self._proc is not None
         returncode = await self._proc.wait()
+        if self.spec.sandbox is not None and 128 < returncode < 128 + 65:
+            returncode = 128 - returncode  # bwrap tells a signal as 128 + its number
         # Let the readers drain what the process wrote before it went.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*self._readers), timeout=1.0)
