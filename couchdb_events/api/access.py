@@ -12,7 +12,8 @@ Rules, in order:
   events marked ``"public": true``;
 * an event with ``"roles"`` may be fired only by a caller with one of them, or ``_admin``
   (anonymous: 401, a user without the role: 403);
-* ``/_events/_status`` needs ``status_access``: ``admin`` (default), ``user`` or ``public``.
+* ``/_events/_status`` needs ``status_access``: ``admin`` (default), ``user`` or ``public``;
+  so do ``_activations`` and ``_dashboard``. Their 401 carries ``WWW-Authenticate: Basic``.
 
 When a decision needs the caller and CouchDB cannot say who it is, the answer is 503, never a
 pass. When no decision needs it, the request goes on with ``user`` null.
@@ -102,11 +103,16 @@ def check_events(config: Config, events: Iterable[EventSpec], user: User | None)
                 )
 
 
+# What a 401 of status, activations and the dashboard asks for (RFC 9110 wants one): a browser
+# opening the dashboard prompts for a name and password, and sends them to the rest of it.
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="couchdb-events"'}
+
+
 def check_status(config: Config, user: User | None) -> None:
     if config.status_access == "public":
         return
     if not is_authenticated(user):
-        raise HTTPError(401, "unauthorized", "/_events/_status needs a logged-in user")
+        raise HTTPError(401, "unauthorized", "/_events/_status needs a logged-in user", CHALLENGE)
     if config.status_access == "admin" and not is_admin(user):
         raise HTTPError(403, "forbidden", "/_events/_status is for server admins")
 

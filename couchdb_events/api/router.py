@@ -5,6 +5,8 @@ only translate their request into a ``Request`` and an ``Answer`` back; every ro
 
     /                  welcome
     /_status           status of the daemon, feeds, events and workers
+    /_activations      activation records (``activations``)
+    /_dashboard        the live dashboard's page and files (``dashboard``)
     /_<anything else>  404 (names starting with _ are reserved)
     /<id or path>      fire (``?wait=<s>`` or ``Prefer: wait=<s>`` waits for the answers)
 """
@@ -26,6 +28,7 @@ from ..runs.runner import Runner
 from .access import Access, User, check_events, check_status, credentials, needs_user
 from .activations import activations_answer
 from .answer import Answer
+from .dashboard import dashboard_answer, is_dashboard
 
 MAX_WAIT = 300.0
 _ANY_EVENT = EventSpec("", "")  # a plain event: what an unknown path is checked as
@@ -103,6 +106,11 @@ class Router:
             _only(request, "GET", "HEAD")
             await self._check_status(request)
             return await activations_answer(self._runner.activations, request)
+        if is_dashboard(path):
+            _only(request, "GET", "HEAD")
+            if path != "/_dashboard":  # the redirect to the page shows nothing
+                await self._check_status(request)
+            return dashboard_answer(request)
         if path.startswith("/_"):
             raise HTTPError(404, "not_found", f"{path} is not an endpoint of couchdb-events")
         return await self._fire(request, max_wait)
