@@ -46,9 +46,12 @@ export const badge = (state) =>
   h("span", { class: `badge s-${String(state).replace(/[^a-z_-]/gi, "")}` }, String(state));
 
 // A long id shortened (the full id on hover and in the link).
+// Ids begin with their time, so the end tells them apart: "0661…5d2f81c0".
 export function shortId(id, keep = 10) {
   const text = String(id);
-  return h("span", { class: "id", title: text }, text.length > keep + 2 ? text.slice(0, keep) + "…" : text);
+  const tail = Math.max(4, keep - 4);
+  return h("span", { class: "id", title: text },
+    text.length > keep + 3 ? text.slice(0, 4) + "…" + text.slice(-tail) : text);
 }
 
 export const runLink = (id, keep) => h("a", { href: `#/run/${encodeURIComponent(id)}` }, shortId(id, keep));

@@ -34,7 +34,7 @@ function tile(label, value, sub, cls) {
 
 function latency(recent, key) {
   const l = recent && recent.latency_ms && recent.latency_ms[key];
-  if (!l || !l.count) return [recent && recent.latency_ms ? "–" : "no data yet", "p50 · p99, last 60 s"];
+  if (!l || !l.count) return [h("span", { class: "nodata-text" }, recent && recent.latency_ms ? "no runs" : "no data yet"), "p50 · p99, last 60 s"];
   return [h("span", {}, ms(l.p50), h("span", { class: "unit" }, " / " + ms(l.p99))), `p50 · p99 of ${l.count} runs, last 60 s`];
 }
 
@@ -114,20 +114,29 @@ export function workers(status) {
         h("td", { class: "num" }, bytes(p.rss)), h("td", { class: "num" }, p.cpu === null || p.cpu === undefined ? "–" : `${Number(p.cpu).toFixed(1)} %`),
         h("td", { class: "num" }, text(p.handled)), h("td", {}, p.current ? runLink(p.current) : h("span", { class: "muted" }, "idle")),
         h("td", {}, when(p.started)), h("td", { class: "id", title: p.rev || "" }, text((p.rev || "").slice(0, 8)))))))
-      : h("div", { class: "muted" }, "none running")))));
+      : h("div", { class: "muted" }, "none running"))));
 }
 
-function triggerTags(event) {
+function triggerTags(id, event) {
   const tags = (event.triggers || []).map((t) => h("span", { class: "tag" },
     (t.methods ? t.methods.join(",") + " " : "") + t.path));
-  return tags.length ? h("div", { class: "tags" }, tags) : h("span", { class: "muted" }, "–");
+  return h("div", { class: "tags" }, tags, h("span", { class: "tag muted", title: "every event fires at its own id" }, "/" + id));
+}
+
+function every(seconds) {
+  const n = Number(seconds);
+  if (n % 86400 === 0) return `every ${n / 86400} d`;
+  if (n % 3600 === 0) return `every ${n / 3600} h`;
+  if (n % 60 === 0) return `every ${n / 60} min`;
+  return `every ${n} s`;
 }
 
 function scheduleCell(event, state) {
   const s = event.schedule;
   if (!s) return h("span", { class: "muted" }, "–");
-  const what = Object.entries(s).filter(([, v]) => v !== null && v !== undefined && v !== "")
-    .map(([k, v]) => `${k} ${v}`).join(" · ");
+  const what = [s.cron ? `cron ${s.cron}` : null, s.every ? every(s.every) : null,
+    s.timezone && s.timezone !== "UTC" ? s.timezone : null,
+    s.catch_up && s.catch_up !== "skip" ? `catch up ${s.catch_up}` : null].filter(Boolean).join(" · ");
   return h("div", {}, h("span", { class: "tag" }, what),
     state ? h("div", { class: "sub" }, "next ", when(state.next_fire), " · last ", when(state.last_fire),
       ` · ${state.fired || 0} fired`) : null,
@@ -151,7 +160,7 @@ export function events(status) {
     h("tbody", {}, entries.map(([id, e]) => h("tr", { "data-event": id },
       h("td", {}, h("a", { href: `#/runs?event=${encodeURIComponent(id)}`, title: "its runs" }, h("b", {}, id)),
         h("div", { class: "sub id", title: e.rev || "" }, (e.rev || "").slice(0, 10))),
-      h("td", {}, triggerTags(e)),
+      h("td", {}, triggerTags(id, e)),
       h("td", {}, scheduleCell(e, (status.schedules || {})[id])),
       h("td", {}, changesCell(e, (status.changes || {})[id])),
       h("td", {}, h("div", { class: "tags" }, (e.workers || []).map((w) => h("a", { class: "tag", href: "#/workers" }, w)))),
