@@ -281,3 +281,40 @@ def test_under_events_behind_nginx(
         assert requests and all(url.startswith(proxy.url + "_events/") for url in requests)
         assert proxy.url + "_events/_status" in requests
         assert page.errors == []
+
+
+def test_overview_draws_the_recent_series_and_latency(
+    browser: Any,
+    start: StartDaemon,  # noqa: F811
+) -> None:
+    """The overview from ``recent`` as the status carries it (its shape is the contract; the
+    numbers here are the test's own, put into the real status on its way to the page)."""
+    import json
+
+    daemon = serving(start)
+    page = new_page(browser, daemon)
+    fired = [i % 7 for i in range(300)]
+    recent = {
+        "interval": 1, "seconds": 300, "end": "2026-01-01T00:00:00Z",
+        "series": {"fired": fired, "succeeded": fired, "failed": [0] * 300, "timeout": [0] * 300},
+        "latency_ms": {"accept": {"p50": 1.5, "p99": 4.5, "count": 60},
+                       "queue_wait": {"p50": None, "p99": None, "count": 0},
+                       "run": {"p50": 120, "p99": 2400, "count": 60}},
+    }  # fmt: skip
+
+    def with_recent(route: Any) -> None:
+        response = route.fetch()
+        body = response.json()
+        body["recent"] = recent
+        route.fulfill(response=response, body=json.dumps(body))
+
+    page.route("**/_status", with_recent)
+    open_dashboard(page, daemon.url + "_dashboard/")
+    page.wait_for_selector(".card[data-series=fired] svg.chart path.line")
+    assert page.locator("svg.chart").count() == 4
+    overview = page.inner_text("#view")
+    for shown in ("1.5 ms", "/ 4.5 ms", "120 ms", "/ 2.40 s", "no runs"):  # p50 / p99
+        assert shown in overview
+    last_minute = sum(fired[-60:])
+    assert f"{last_minute} in the last minute" in page.inner_text(".card[data-series=fired]")
+    assert page.errors == []

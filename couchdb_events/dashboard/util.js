@@ -85,7 +85,7 @@ export const when = (value) =>
 
 export function ms(value) {
   if (value === null || value === undefined) return "–";
-  if (value < 1) return `${value.toFixed(2)} ms`;
+  if (value < 10) return `${value.toFixed(1)} ms`;
   if (value < 1000) return `${Math.round(value)} ms`;
   return `${(value / 1000).toFixed(value < 10000 ? 2 : 1)} s`;
 }
