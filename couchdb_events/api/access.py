@@ -13,6 +13,7 @@ Rules, in order:
 * an event with ``"roles"`` may be fired only by a caller with one of them, or ``_admin``
   (anonymous: 401, a user without the role: 403);
 * ``/_events/_status`` needs ``status_access``: ``admin`` (default), ``user`` or ``public``;
+  so do ``_activations`` and ``_dashboard``. Their 401 carries ``WWW-Authenticate: Basic``.
   ``/_events/_metrics`` needs ``metrics_access``, by default the same.
 
 When a decision needs the caller and CouchDB cannot say who it is, the answer is 503, never a
@@ -103,6 +104,11 @@ def check_events(config: Config, events: Iterable[EventSpec], user: User | None)
                 )
 
 
+# What a 401 of status, activations and the dashboard asks for (RFC 9110 wants one): a browser
+# opening the dashboard prompts for a name and password, and sends them to the rest of it.
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="couchdb-events"'}
+
+
 def check_status(config: Config, user: User | None) -> None:
     _check_reader(config.status_access, user, "/_events/_status")
 
@@ -121,7 +127,7 @@ def _check_reader(rule: str, user: User | None, what: str) -> None:
     if rule == "public":
         return
     if not is_authenticated(user):
-        raise HTTPError(401, "unauthorized", f"{what} needs a logged-in user")
+        raise HTTPError(401, "unauthorized", f"{what} needs a logged-in user", CHALLENGE)
     if rule == "admin" and not is_admin(user):
         raise HTTPError(403, "forbidden", f"{what} is for server admins")
 
@@ -130,7 +136,9 @@ def check_controls(config: Config, user: User | None) -> None:
     """Retrying and cancelling runs: server admins where status is theirs, else any logged-in
     user (also where status is public: reading is not steering)."""
     if not is_authenticated(user):
-        raise HTTPError(401, "unauthorized", "retrying or cancelling a run needs a logged-in user")
+        raise HTTPError(
+            401, "unauthorized", "retrying or cancelling a run needs a logged-in user", CHALLENGE
+        )
     if config.status_access == "admin" and not is_admin(user):
         raise HTTPError(403, "forbidden", "retrying or cancelling a run is for server admins")
 

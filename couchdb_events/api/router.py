@@ -8,6 +8,7 @@ only translate their request into a ``Request`` and an ``Answer`` back; every ro
     /_metrics          Prometheus metrics (``metrics``)
     /_activations      activation records (``activations``); POST <id>/retry, DELETE <id>
                        or POST <id>/cancel: run controls (``runs.controls``)
+    /_dashboard        the live dashboard's page and files (``dashboard``)
     /_<anything else>  404 (names starting with _ are reserved)
     /<id or path>      fire (``?wait=<s>`` or ``Prefer: wait=<s>`` waits for the answers;
                        ``?delay=<s>`` / ``?at=<time>`` runs later; ``Idempotency-Key`` once)
@@ -43,6 +44,7 @@ from .access import (
 )
 from .activations import activations_answer, control_answer, control_of
 from .answer import Answer
+from .dashboard import dashboard_answer, is_dashboard
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -128,17 +130,27 @@ class Router:
             check_metrics(self._config, await self._user(request, required=not public))
             return self._scrape()
         if path == "/_activations" or path.startswith("/_activations/"):
-            control = control_of(request)
-            if control is None:
-                _only(request, "GET", "HEAD", *(("DELETE",) if path.count("/") == 2 else ()))
+            return await self._activations(request)
+        if is_dashboard(path):
+            _only(request, "GET", "HEAD")
+            if path != "/_dashboard":  # the redirect to the page shows nothing
                 await self._check_status(request)
-                return await activations_answer(self._runner.activations, request)
-            public = self._config.status_access == "public"
-            check_controls(self._config, await self._user(request, required=not public))
-            return await control_answer(self._controls, self._runner.activations, *control)
+            return dashboard_answer(request)
         if path.startswith("/_"):
             raise HTTPError(404, "not_found", f"{path} is not an endpoint of couchdb-events")
         return await self._fire(request, max_wait)
+
+    async def _activations(self, request: Request) -> Answer:
+        """Reading records (who may read status), or retrying and cancelling runs."""
+        control = control_of(request)
+        if control is None:
+            one = request.path.count("/") == 2  # /_activations/<id>
+            _only(request, "GET", "HEAD", *(("DELETE",) if one else ()))
+            await self._check_status(request)
+            return await activations_answer(self._runner.activations, request)
+        public = self._config.status_access == "public"
+        check_controls(self._config, await self._user(request, required=not public))
+        return await control_answer(self._controls, self._runner.activations, *control)
 
     def _scrape(self) -> Answer:
         if self._metrics is None:

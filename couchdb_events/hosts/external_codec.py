@@ -25,9 +25,8 @@ null only when CouchDB sent no ``userCtx`` (before 0.11).
 
 The answer: ``{"code": 202, "headers": {"Content-Type": "application/json", ...},
 "json": {...}}``: an integer code, string header values, and exactly one of ``json``, ``body``
-or ``base64`` (this host sends ``json``, or for an answer of bytes of their own type, such as
-the metrics' text, ``body`` when they are UTF-8 text and else ``base64``); any other key makes
-CouchDB answer 500.
+or ``base64`` (``json`` for the JSON answers, ``body`` or ``base64`` for a raw one); any other
+key makes CouchDB answer 500.
 """
 
 from __future__ import annotations
@@ -159,19 +158,18 @@ def to_request(obj: Any, max_body: int | None = None) -> Request:
 
 
 def to_response(answer: Answer) -> dict[str, Any]:
-    """The response object for CouchDB: integer code, string headers, the body as ``json``, or
-    an answer's ``raw`` bytes as ``body`` (text, when they are UTF-8) or else ``base64``."""
-    raw = answer.raw
-    headers = {"Content-Type": "application/json" if raw is None else "application/octet-stream"}
-    headers.update({str(k): str(v) for k, v in answer.headers.items()})
+    """The response object for CouchDB: integer code, string headers, the body as ``json``; a
+    raw answer as ``body`` when its bytes are UTF-8 text, else as ``base64``."""
+    headers = {str(k): str(v) for k, v in answer.headers.items() if k.lower() != "content-type"}
+    headers["Content-Type"] = answer.content_type()
     response: dict[str, Any] = {"code": int(answer.status), "headers": headers}
-    if raw is None:
+    if answer.raw is None:
         response["json"] = answer.body
         return response
     try:
-        response["body"] = raw.decode("utf-8")
+        response["body"] = answer.raw.decode("utf-8")
     except UnicodeDecodeError:
-        response["base64"] = base64.b64encode(raw).decode("ascii")
+        response["base64"] = base64.b64encode(answer.raw).decode("ascii")
     return response
 
 

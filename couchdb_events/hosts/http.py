@@ -31,6 +31,10 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once, not per answer
 
 
 def json_response(answer: Answer) -> web.Response:
+    if answer.raw is not None:  # bytes with their own Content-Type
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+        headers["Content-Type"] = answer.content_type()
+        return web.Response(status=answer.status, body=answer.raw, headers=headers)
     return web.Response(
         status=answer.status,
         body=_COMPACT.encode(answer.body).encode() + b"\n",
