@@ -128,6 +128,13 @@ def _status_access(key: str, value: str) -> str:
     return word
 
 
+def _arguments(key: str, value: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(_text(key, value)))
+    except ValueError as exc:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: {exc}") from None
+
+
 def _text(key: str, value: str) -> str:
     if not value.strip():
         raise ConfigError(f"[{SECTION}] {key} is empty")
@@ -173,6 +180,10 @@ class Config:
     status_access: str = "admin"
     session_cache_ttl: float = 10.0
     session_cache_size: int = 1000
+    build_timeout: float = 300.0  # seconds a worker's environment build may take
+    pip_args: tuple[str, ...] = ()  # added to pip install (an index, a mirror)
+    npm_args: tuple[str, ...] = ()  # added to npm ci / npm install (a registry)
+    build_cache_dir: Path | None = None  # None: <work_dir>/cache
     interpreters: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_INTERPRETERS)
     )
@@ -246,6 +257,10 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "status_access": _status_access,
     "session_cache_ttl": _seconds,
     "session_cache_size": _positive_int,
+    "build_timeout": _seconds,
+    "pip_args": _arguments,
+    "npm_args": _arguments,
+    "build_cache_dir": lambda key, value: Path(_text(key, value)).expanduser(),
 }
 
 SETTINGS = tuple(_CONVERTERS)
