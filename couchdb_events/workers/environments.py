@@ -155,11 +155,13 @@ class Environments:
         self._known[env_hash] = env
         self.builds += 1
         started = time.monotonic()
-        log.info("building %s environment %s", kind, path.name)
         try:
             await asyncio.to_thread(_fresh_directory, path, files)
             tool_env = build_environment(self._base, self.cache_dir, kind)
-            for step, argv, cwd in self._steps(kind, interpreter, path):
+            steps = self._steps(kind, interpreter, path)
+            names = ", ".join(step for step, _argv, _cwd in steps)
+            log.info("building %s environment %s (%s)", kind, path.name, names)
+            for step, argv, cwd in steps:
                 await run_tool(argv, cwd, tool_env, self.timeout, step)
             env.build_seconds = round(time.monotonic() - started, 3)
             env.size_bytes = await asyncio.to_thread(_size, path)
