@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 
+from couchdb_events.cli.push import push_path
+from couchdb_events.config import Config
 from tests.test_daemon_e2e import (
+    DEMO,
     Daemon,
     StartDaemon,
     start_daemon,  # noqa: F401 - the fixture, used by name
     stop_and_check,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -226,3 +230,29 @@ def test_a_build_past_build_timeout_is_killed_and_fails_the_worker(
     assert "pip install failed (killed after build_timeout 3 s)" in error, error
     assert info["workers"]["hangs"]["environment"]["state"] == "failed"
     stop_and_check(daemon)  # nothing of the build survives
+
+
+@pytest.mark.registry
+def test_the_nodemailer_email_example_pushed_and_run(
+    start_daemon: StartDaemon,  # noqa: F811
+) -> None:
+    daemon = start_daemon()
+    daemon.event(json.loads((DEMO / "email_event.json").read_text()))
+    config = Config(couchdb_url=daemon.couch_url, workers_db=daemon.workers_db)
+    folder = DEMO / "send_email_nodemailer"
+    summary = push_path(config, folder)
+    assert summary.startswith("worker send_email -> ") and "2 attachments" in summary
+    daemon.wait_loaded("email_event")
+    status, _h, body = daemon.fire("/email_event")
+    assert status == 202, body
+    [run] = body["runs"]
+    outbox = daemon.work_dir / "data" / "send_email" / "outbox"
+    mail = outbox / f"{run['id']}.json"
+    wait_for(mail.is_file, timeout=BUILD_WAIT)
+    sent = json.loads(mail.read_text())
+    assert sent["to"] == [{"address": "support@yourcompany.com", "name": ""}]
+    assert sent["headers"]["X-Event-Id"] == run["id"]
+    assert sent["messageId"]
+    env = environment(daemon, "send_email")
+    assert (env["kind"], env["state"]) == ("node", "ready")
+    stop_and_check(daemon)
