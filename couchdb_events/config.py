@@ -129,8 +129,9 @@ def _status_access(key: str, value: str) -> str:
 
 
 def _arguments(key: str, value: str) -> tuple[str, ...]:
+    """Extra arguments of a tool, split like a shell does; empty for none."""
     try:
-        return tuple(shlex.split(_text(key, value)))
+        return tuple(shlex.split(value))
     except ValueError as exc:
         raise ConfigError(f"[{SECTION}] {key} = {value!r}: {exc}") from None
 
@@ -183,7 +184,7 @@ class Config:
     build_timeout: float = 300.0  # seconds a worker's environment build may take
     pip_args: tuple[str, ...] = ()  # added to pip install (an index, a mirror)
     npm_args: tuple[str, ...] = ()  # added to npm ci / npm install (a registry)
-    build_cache_dir: Path | None = None  # None: <work_dir>/cache
+    build_cache_dir: Path | None = None  # None: <work_dir>/cache (set after init)
     interpreters: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_INTERPRETERS)
     )
@@ -193,6 +194,8 @@ class Config:
             object.__setattr__(self, "activations_db", f"{self.events_db}_activations")
         if not self.state_db:
             object.__setattr__(self, "state_db", f"{self.events_db}_state")
+        if self.build_cache_dir is None:
+            object.__setattr__(self, "build_cache_dir", self.work_dir / "cache")
 
     @property
     def display_url(self) -> str:

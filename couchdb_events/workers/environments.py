@@ -78,7 +78,7 @@ class Environments:
 
     def __init__(self, config: Config, base_env: Mapping[str, str]) -> None:
         self.root = config.work_dir / "envs"
-        self.cache_dir = config.build_cache_dir or config.work_dir / "cache"
+        self.cache_dir = config.build_cache_dir or config.work_dir / "cache"  # set by Config
         self.timeout = config.build_timeout
         self.pip_args = tuple(config.pip_args)
         self.npm_args = tuple(config.npm_args)
