@@ -188,3 +188,29 @@ def test_settings() -> None:
     default = Config(work_dir=Path("/w"))
     assert (default.build_timeout, default.pip_args, default.npm_args) == (300.0, (), ())
     assert Environments(default, {}).cache_dir == Path("/w/cache")
+
+
+def test_closing_stops_a_build_under_way(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    fake_builds(monkeypatch, f"sleep 60 & echo $! > {pids}; wait")
+    cwd = tmp_path / "rev"
+    cwd.mkdir()
+    (cwd / "requirements.txt").write_text("six\n")
+    worker = spec("slow", (sys.executable, "w.py"), "w.py", "requirements.txt")
+    environments = Environments(Config(work_dir=tmp_path), {"PATH": os.environ["PATH"]})
+
+    async def main() -> BaseException | WorkerSpec:
+        started = asyncio.ensure_future(environments.ensure(worker, cwd))
+        while not pids.exists() and not started.done():
+            await asyncio.sleep(0.05)
+        await environments.close()
+        [result] = await asyncio.gather(started, return_exceptions=True)
+        return result
+
+    result = asyncio.run(main())
+    assert isinstance(result, BuildError) and "couchdb-events is stopping" in str(result)
+    child = int(pids.read_text())
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the build's child survived"
+        time.sleep(0.05)

@@ -140,7 +140,19 @@ class Environments:
             build = loop.create_task(self._build(kind, env_hash, interpreter, files))
             self._builds[env_hash] = build
             build.add_done_callback(lambda _f: self._builds.pop(env_hash, None))
-        return await asyncio.shield(build)
+        try:
+            return await asyncio.shield(build)
+        except asyncio.CancelledError:
+            if build.cancelled():  # ``close``: the daemon stops
+                raise BuildError("the build was stopped: couchdb-events is stopping") from None
+            raise
+
+    async def close(self) -> None:
+        """Stop the builds under way, their tools' process groups killed."""
+        builds = list(self._builds.values())
+        for build in builds:
+            build.cancel()
+        await asyncio.gather(*builds, return_exceptions=True)
 
     async def _build(
         self, kind: str, env_hash: str, interpreter: str, files: Mapping[str, bytes]

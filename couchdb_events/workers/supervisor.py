@@ -179,4 +179,5 @@ class Supervisor:
 
     async def close(self) -> None:
         self._closed = True
-        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        pools = (pool.close() for pool in self.pools.values())
+        await asyncio.gather(self.environments.close(), *pools)
