@@ -6,6 +6,7 @@ Tests marked ``registry`` install from PyPI or the npm registry (CI reaches both
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -227,7 +228,10 @@ def test_a_build_past_build_timeout_is_killed_and_fails_the_worker(
     assert run["state"] == "failed", run
     info = daemon.wait_status(lambda s: s["workers"]["hangs"]["state"] == "failed")
     error = info["workers"]["hangs"]["last_error"]
-    assert "pip install failed (killed after build_timeout 3 s)" in error, error
+    # Creating the virtualenv may take most of the 3 s on a busy machine: either step is cut.
+    assert re.search(
+        r"(pip install|python -m venv) failed \(killed after build_timeout 3 s\)", error
+    )
     assert info["workers"]["hangs"]["environment"]["state"] == "failed"
     stop_and_check(daemon)  # nothing of the build survives
 

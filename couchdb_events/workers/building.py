@@ -3,7 +3,8 @@
 A tool runs in a session of its own (its own process group), with the worker's clean base
 environment plus a cache directory, its stdout and stderr together kept to the last
 ``TAIL_LINES`` lines. One that runs past the build timeout is killed with its whole process
-group. ``BuildError`` says which tool failed, how, and what it printed last.
+group. ``BuildError`` says which tool failed, how, and what it printed last. And the disk side:
+a fresh directory for a build, and the size of a built one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import shutil
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,9 +50,15 @@ async def run_tool(
     env: Mapping[str, str],
     timeout: float,
     name: str,
-) -> None:
-    """Run one build step; ``BuildError`` when it fails or runs past ``timeout`` seconds.
-    ``name`` is how the error names the step (``pip install``)."""
+    deadline: float | None = None,
+) -> list[str]:
+    """Run one build step; ``BuildError`` when it fails or runs past ``deadline`` (a
+    ``loop.time()``; by default ``timeout`` seconds from now). ``timeout`` is the whole build's,
+    as the error says it; ``name`` is how the error names the step (``pip install``). Its last
+    lines of output."""
+    loop = asyncio.get_running_loop()
+    if deadline is None:
+        deadline = loop.time() + timeout
     prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
     try:
         proc = await asyncio.create_subprocess_exec(
@@ -77,7 +85,7 @@ async def run_tool(
         await proc.wait()
 
     try:
-        await asyncio.wait_for(read(), timeout)
+        await asyncio.wait_for(read(), max(0.0, deadline - loop.time()))
     except asyncio.TimeoutError:
         _kill_group(proc.pid)
         await proc.wait()
@@ -85,11 +93,14 @@ async def run_tool(
         raise BuildError(_message(name, how, tail)) from None
     except BaseException:  # cancelled (the daemon stops): no build outlives it
         _kill_group(proc.pid)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(proc.wait())  # reaped, its pipes closed
         raise
     finally:
         _kill_group(proc.pid)  # whatever the tool left running in its group
     if proc.returncode != 0:
         raise BuildError(_message(name, describe_exit(proc.returncode), tail))
+    return list(tail)
 
 
 def _kill_group(pid: int) -> None:
@@ -100,3 +111,21 @@ def _kill_group(pid: int) -> None:
 def _message(name: str, how: str, tail: Sequence[str]) -> str:
     lines = "\n".join(tail) or "(no output)"
     return f"{name} failed ({how}); its last lines:\n{lines}"
+
+
+def fresh_directory(path: Path, files: Mapping[str, bytes]) -> None:
+    """An empty ``path`` (a half-built one removed) holding ``files``."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    for name, data in files.items():
+        (path / name).write_bytes(data)
+
+
+def directory_size(path: Path) -> int:
+    """The bytes of the files under ``path`` (links not followed)."""
+    total = 0
+    for folder, _dirs, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total

@@ -28,7 +28,7 @@ from typing import Any
 from .. import logs
 from ..config import Config
 from ..model.workers import WorkerSpec
-from .building import BuildError, build_environment, run_tool
+from .building import BuildError, build_environment, directory_size, fresh_directory, run_tool
 
 log = logs.get("environments")
 
@@ -36,6 +36,7 @@ READY = "ready"  # written last, with the build's time and size
 USED = "used"  # touched whenever a process starts with the environment
 MAX_AGE = 24 * 3600.0  # seconds an environment no current revision uses is kept
 SWEEP_EVERY = 4 * 3600.0  # seconds between sweeps
+VERSION_TIMEOUT = 60.0  # seconds ``python3 --version`` may take, at least (a slow shim)
 PYTHON_FILES = ("requirements.txt",)
 NODE_FILES = ("package.json", "package-lock.json")
 
@@ -168,15 +169,16 @@ class Environments:
         self.builds += 1
         started = time.monotonic()
         try:
-            await asyncio.to_thread(_fresh_directory, path, files)
+            await asyncio.to_thread(fresh_directory, path, files)
             tool_env = build_environment(self._base, self.cache_dir, kind)
             steps = self._steps(kind, interpreter, path)
             names = ", ".join(step for step, _argv, _cwd in steps)
             log.info("building %s environment %s (%s)", kind, path.name, names)
+            deadline = asyncio.get_running_loop().time() + self.timeout  # for the whole build
             for step, argv, cwd in steps:
-                await run_tool(argv, cwd, tool_env, self.timeout, step)
+                await run_tool(argv, cwd, tool_env, self.timeout, step, deadline)
             env.build_seconds = round(time.monotonic() - started, 3)
-            env.size_bytes = await asyncio.to_thread(_size, path)
+            env.size_bytes = await asyncio.to_thread(directory_size, path)
             marker = {"build_seconds": env.build_seconds, "size_bytes": env.size_bytes}
             (path / READY).write_text(json.dumps(marker))
         except BuildError as exc:
@@ -217,15 +219,11 @@ class Environments:
     async def _version(self, interpreter: str) -> str:
         version = self._versions.get(interpreter)
         if version is None:
-            proc = await asyncio.create_subprocess_exec(
-                interpreter,
-                "--version",
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=build_environment(self._base, self.cache_dir, "python"),
-            )
-            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
-            version = out.decode("utf-8", "replace").strip()
+            argv = (interpreter, "--version")
+            env = build_environment(self._base, self.cache_dir, "python")
+            timeout = max(self.timeout, VERSION_TIMEOUT)
+            lines = await run_tool(argv, Path("/"), env, timeout, f"{interpreter} --version")
+            version = "\n".join(lines)
             self._versions[interpreter] = version
         return version
 
@@ -265,20 +263,3 @@ def _read_ready(path: Path) -> tuple[float | None, int | None] | None:
     if not isinstance(marker, dict):
         return None
     return marker.get("build_seconds"), marker.get("size_bytes")
-
-
-def _fresh_directory(path: Path, files: Mapping[str, bytes]) -> None:
-    """An empty ``path`` (a half-built one removed) holding ``files``."""
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    for name, data in files.items():
-        (path / name).write_bytes(data)
-
-
-def _size(path: Path) -> int:
-    total = 0
-    for folder, _dirs, names in os.walk(path):
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total
