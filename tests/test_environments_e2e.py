@@ -222,11 +222,19 @@ def test_a_build_past_build_timeout_is_killed_and_fails_the_worker(
     daemon.worker("hangs", files, type="python", delegate="w.py", mode="reply")
     daemon.event({"_id": "hangs", "workers": {"hangs": {}}})
     daemon.wait_loaded("hangs")
-    status, _h, body = daemon.fire("/hangs?wait=60")
-    assert status == 200, body
+    status, _h, body = daemon.fire("/hangs")
+    assert status == 202, body
     [run] = body["runs"]
-    assert run["state"] == "failed", run
-    info = daemon.wait_status(lambda s: s["workers"]["hangs"]["state"] == "failed")
+
+    def env_state(status: dict[str, Any]) -> Any:
+        env = status["workers"].get("hangs", {}).get("environment")
+        return env and env["state"]
+
+    # While pip waits for the index the worker's environment is building, its message queued.
+    building = daemon.wait_status(lambda s: env_state(s) == "building")["workers"]["hangs"]
+    assert building["queued"] == 1 and building["state"] == "ok"
+    info = daemon.wait_status(lambda s: s["workers"]["hangs"]["state"] == "failed", timeout=30)
+    wait_for(lambda: daemon.fire(f"/_activations/{run['id']}")[2].get("state") == "failed")
     error = info["workers"]["hangs"]["last_error"]
     # Creating the virtualenv may take most of the 3 s on a busy machine: either step is cut.
     assert re.search(
