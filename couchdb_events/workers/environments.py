@@ -123,10 +123,12 @@ class Environments:
             (env.path / USED).touch()
         if kind == "python":
             return replace(spec, argv=(str(env.path / "bin" / "python"), *spec.argv[1:]))
-        link = cwd / "node_modules"
-        if not link.exists():
+        link, target = cwd / "node_modules", env.path / "node_modules"
+        if link.is_symlink() and link.resolve() != target.resolve():
+            link.unlink()  # an environment of an earlier interpreter, perhaps removed
+        if not link.exists() and not link.is_symlink():
             with contextlib.suppress(FileExistsError):
-                link.symlink_to(env.path / "node_modules", target_is_directory=True)
+                link.symlink_to(target, target_is_directory=True)
         return spec
 
     async def _get(
