@@ -131,6 +131,14 @@ def _status_access(key: str, value: str) -> str:
     return word
 
 
+def _arguments(key: str, value: str) -> tuple[str, ...]:
+    """Extra arguments of a tool, split like a shell does; empty for none."""
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        raise ConfigError(f"[{SECTION}] {key} = {value!r}: {exc}") from None
+
+
 def _text(key: str, value: str) -> str:
     if not value.strip():
         raise ConfigError(f"[{SECTION}] {key} is empty")
@@ -196,6 +204,10 @@ class Config:
     bwrap: str = "bwrap"
     sandbox_hide: tuple[Path, ...] = ()  # hidden from sandboxed workers besides work_dir
     config_files: tuple[Path, ...] = ()  # where the settings came from (not a setting)
+    build_timeout: float = 300.0  # seconds a worker's environment build may take
+    pip_args: tuple[str, ...] = ()  # added to pip install (an index, a mirror)
+    npm_args: tuple[str, ...] = ()  # added to npm ci / npm install (a registry)
+    build_cache_dir: Path | None = None  # None: <work_dir>/cache (set after init)
     interpreters: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_INTERPRETERS)
     )
@@ -205,6 +217,8 @@ class Config:
             object.__setattr__(self, "activations_db", f"{self.events_db}_activations")
         if not self.state_db:
             object.__setattr__(self, "state_db", f"{self.events_db}_state")
+        if self.build_cache_dir is None:
+            object.__setattr__(self, "build_cache_dir", self.work_dir / "cache")
 
     @property
     def display_url(self) -> str:
@@ -274,6 +288,10 @@ _CONVERTERS: dict[str, Callable[[str, str], Any]] = {
     "worker_user": _text,
     "bwrap": _text,
     "sandbox_hide": _paths,
+    "build_timeout": _seconds,
+    "pip_args": _arguments,
+    "npm_args": _arguments,
+    "build_cache_dir": lambda key, value: Path(_text(key, value)).expanduser(),
 }
 
 SETTINGS = tuple(_CONVERTERS)

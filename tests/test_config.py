@@ -187,11 +187,17 @@ def test_bad_value_names_key_and_value(key: str, value: str, why: str) -> None:
     assert why in message
 
 
-@pytest.mark.parametrize("key", list(SETTINGS))
+@pytest.mark.parametrize("key", [k for k in SETTINGS if k not in ("pip_args", "npm_args")])
 @pytest.mark.parametrize("value", ["", "   "])
 def test_empty_values_are_refused_naming_the_key(key: str, value: str) -> None:
     message = config_error({key: value})
     assert f"[{SECTION}] {key}" in message
+
+
+def test_tool_arguments_may_be_empty_and_are_split_like_a_shell() -> None:
+    config = Config.from_settings({"pip_args": " ", "npm_args": "--registry 'http://a b/'"})
+    assert (config.pip_args, config.npm_args) == ((), ("--registry", "http://a b/"))
+    assert "No closing quotation" in config_error({"pip_args": "--index-url 'x"})
 
 
 @pytest.mark.parametrize("key", ["bind_address", "work_dir"])

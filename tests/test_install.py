@@ -67,9 +67,9 @@ def headers(text: str) -> list[str]:
 
 
 def commented_defaults(text: str, section: str) -> dict[str, str]:
-    """The ``;key = value`` lines of one section."""
+    """The ``;key = value`` lines of one section (``;key =``: empty by default)."""
     body = text.split(f"[{section}]\n", 1)[1].split("\n[", 1)[0]
-    return dict(re.findall(r"(?m)^;(\w+) = (.+)$", body))
+    return dict(re.findall(r"(?m)^;(\w+) =(?: (.+))?$", body))
 
 
 # -- no installing -------------------------------------------------------------------------------

@@ -270,7 +270,10 @@ def test_worker_files_become_attachments(tmp_path: Path, store: type[FakeStore])
     (folder / "lib" / "alias.js").symlink_to("helper.js")
     (folder / "linked").symlink_to(folder / "lib", target_is_directory=True)
     summary = push_path(Config(workers_db="wk"), folder)
-    assert summary == "worker send_email -> wk (rev 1-abc, 9 attachments)"
+    assert summary == (
+        "worker send_email -> wk (rev 1-abc, 9 attachments)\n"
+        "left out: __pycache__/, lib/__pycache__/"
+    )
     [saved] = store.puts
     types = {name: att["content_type"] for name, att in saved["_attachments"].items()}
     assert types == {
@@ -287,6 +290,33 @@ def test_worker_files_become_attachments(tmp_path: Path, store: type[FakeStore])
     data = saved["_attachments"]["lib/alias.js"]["data"]
     assert base64.b64decode(data).decode() == HELPER_JS
     assert {k: v for k, v in saved.items() if k != "_attachments"} == WORKER_DOC
+
+
+def test_dependency_files_are_sent_and_installed_ones_left_out(
+    tmp_path: Path, store: type[FakeStore]
+) -> None:
+    folder = worker_folder(
+        tmp_path,
+        files={
+            "sendmail.js": SENDMAIL_JS,
+            "package.json": '{"dependencies": {"is-number": "7.0.0"}}',
+            "package-lock.json": "{}",
+            "requirements.txt": "six==1.16.0\n",
+            "node_modules/is-number/index.js": "x",
+            "node_modules/.package-lock.json": "{}",
+            ".venv/bin/python": "x",
+            "venv/lib/site.py": "x",
+            "lib/__pycache__/y.pyc": "x",
+        },
+    )
+    summary = push_path(Config(workers_db="wk"), folder)
+    assert summary == (
+        "worker send_email -> wk (rev 1-abc, 4 attachments)\n"
+        "left out: .venv/, lib/__pycache__/, node_modules/, venv/"
+    )
+    [saved] = store.puts
+    names = set(saved["_attachments"])
+    assert names == {"package-lock.json", "package.json", "requirements.txt", "sendmail.js"}
 
 
 def test_worker_doc_attachments_are_replaced(tmp_path: Path, store: type[FakeStore]) -> None:

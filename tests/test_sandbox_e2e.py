@@ -415,3 +415,27 @@ def test_limits_hold_in_the_sandbox_and_a_signal_is_told_as_such(
     # Not bwrap's "exit status 152": the signal that ended the worker inside.
     assert "killed by SIGXCPU" in run["error"] or "killed by SIGKILL" in run["error"], run
     stop_and_check(daemon)
+
+
+@needs_bwrap
+@pytest.mark.registry
+def test_sandboxed_workers_use_their_environments(start_daemon: StartDaemon) -> None:
+    """A worker's environment (``envs/`` under work_dir, hidden with the rest of it) is visible
+    to it, read-only, inside its sandbox: the venv's interpreter, the node_modules link."""
+    from tests.test_environments_e2e import BUILD_WAIT, IS_NUMBER_JS, PACKAGE_JSON, SIX_PY
+
+    daemon = start_daemon()
+    python = {"w.py": SIX_PY, "requirements.txt": "six==1.16.0\n"}
+    daemon.worker("py", python, type="python", delegate="w.py", mode="reply", sandbox=True)
+    node = {"w.js": IS_NUMBER_JS, "package.json": PACKAGE_JSON}
+    daemon.worker("js", node, type="node", delegate="w.js", mode="reply", sandbox=True,
+                  arguments={"value": "7"})  # fmt: skip
+    daemon.event({"_id": "both", "workers": {"py": {}, "js": {}}})
+    daemon.wait_loaded("both")
+    status, _h, body = daemon.fire(f"/both?wait={BUILD_WAIT}")
+    assert status == 200, (body, daemon.host.log_text())
+    answers = {run["worker"]: run for run in body["runs"]}
+    assert answers["py"]["state"] == "succeeded", answers["py"]
+    assert answers["py"]["answer"]["six"] == "1.16.0"
+    assert answers["js"]["state"] == "succeeded" and answers["js"]["answer"] == {"number": True}
+    stop_and_check(daemon)

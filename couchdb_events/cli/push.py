@@ -5,8 +5,11 @@ missing, the file name without ``.json`` (``events/email_event.json`` -> ``email
 
 A worker folder holds ``doc.json`` (the worker document; any ``_attachments`` in it are replaced)
 and the worker's code. Every other regular file in the folder, recursively, becomes an attachment
-named by its relative POSIX path (``lib/helper.js``); hidden files and folders (names starting
-with ``.``) and ``__pycache__`` folders are skipped. Symbolic links are followed only when they
+named by its relative POSIX path (``lib/helper.js``), ``requirements.txt``, ``package.json`` and
+``package-lock.json`` included (the service builds the worker's environment from them); hidden
+files and folders (names starting with ``.``: ``.venv``) and the folders of installed
+dependencies or compiled code (``node_modules``, ``venv``, ``__pycache__``) are left out, and the
+summary says so. Symbolic links are followed only when they
 point inside the folder. The worker's ``_id`` is ``doc.json``'s ``_id`` or else the folder name.
 
 Either way the document is checked as the service would read it, then saved in one request
@@ -34,7 +37,8 @@ from ..model.workers import parse_worker
 from .common import config_from_args
 
 WORKER_DOC = "doc.json"
-SKIPPED_DIRS = frozenset({"__pycache__"})
+SKIPPED_DIRS = frozenset({"__pycache__", "node_modules", "venv"})
+REPORTED_DIRS = SKIPPED_DIRS | {".venv"}  # hidden, but worth saying: the worker's own installs
 CONTENT_TYPES = {".js": "application/javascript", ".mjs": "application/javascript"}
 _CONTEXT = 60  # characters shown on each side of a JSON error in a long line
 
@@ -95,7 +99,9 @@ def push_path(config: Config, path: Path) -> str:
         rev = _save(config, config.workers_db, doc)
         count = len(doc["_attachments"])
         plural = "" if count == 1 else "s"
-        return f"worker {doc['_id']} -> {config.workers_db} (rev {rev}, {count} attachment{plural})"
+        line = f"worker {doc['_id']} -> {config.workers_db} (rev {rev}, {count} attachment{plural})"
+        left_out = left_out_folders(path)
+        return line + (f"\nleft out: {', '.join(left_out)}" if left_out else "")
     if path.suffix == ".json" and path.is_file():
         doc = _event_doc(path)
         rev = _save(config, config.events_db, doc)
@@ -148,6 +154,19 @@ def _worker_doc(config: Config, folder: Path) -> dict[str, Any]:
         }
     doc["_attachments"] = attachments
     return doc
+
+
+def left_out_folders(folder: Path) -> list[str]:
+    """The folders of installed dependencies or compiled code under ``folder`` that ``push``
+    does not send (``node_modules/``, ``.venv/``, ``venv/``, ``__pycache__/``)."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(p.startswith(".") or p in SKIPPED_DIRS for p in rel.parts[:-1]):
+            continue  # inside a folder already left out
+        if path.is_dir() and path.name in REPORTED_DIRS:
+            out.append(rel.as_posix() + "/")
+    return out
 
 
 def _files(

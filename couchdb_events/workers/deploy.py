@@ -22,6 +22,7 @@ from urllib.parse import quote
 from .. import logs
 from ..errors import DocumentError
 from ..model.workers import WorkerSpec, unsafe_attachment_name
+from .environments import Environments
 
 log = logs.get("deploy")
 
@@ -41,6 +42,9 @@ class Deployer:
         self.data_root = work_dir / "data"
         self._fetch = fetch
         self._pending: dict[tuple[str, str], asyncio.Future[Path]] = {}
+        # What the revisions' dependency files ask for (``environments``), once the supervisor
+        # has given it the workers' base environment.
+        self.environments: Environments | None = None
 
     def directory(self, spec: WorkerSpec) -> Path:
         return self.root / _segment(spec.name) / _segment(spec.rev)

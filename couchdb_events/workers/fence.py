@@ -54,6 +54,9 @@ async def fenced_argv(spec: WorkerSpec, cwd: Path, env: Mapping[str, str]) -> tu
     found = shutil.which(spec.argv[0], path=env.get("PATH"))
     interpreter = Path(found).absolute() if found else None
     search = [env.get("PYTHONPATH", ""), env.get("NODE_PATH", "")]
+    modules = cwd / "node_modules"  # its environment's packages (``environments``)
+    if modules.is_symlink():
+        search.append(str(modules.resolve()))
     keep = keep_paths(interpreter, search)
     argv = bwrap_argv(bwrap, box, cwd, data_dir, keep, account, SETPRIV or "setpriv")
     return (*argv, *spec.argv)

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import logs
 from ..errors import DocumentError, StoreError
 from ..model.workers import WorkerSpec
+from .building import BuildError
 from .deploy import Deployer
 from .launch import StartError
 from .process import WorkerProcess
@@ -57,13 +58,16 @@ def process_environment(
 async def start_process(
     proc: WorkerProcess, deployer: Deployer, env: Mapping[str, str]
 ) -> StartFailure | None:
-    """Deploy ``proc``'s revision and spawn it; why it could not start, or None."""
+    """Deploy ``proc``'s revision, build its environment (``deployer.environments``) and spawn
+    it; why it could not start, or None. A failed build is the worker's fault: not retried."""
     name = proc.spec.name
     try:
         cwd = await deployer.ensure(proc.spec)
+        if deployer.environments is not None:
+            proc.spec = await deployer.environments.ensure(proc.spec, cwd)
         data_dir = deployer.data_directory(name)
         await proc.spawn(cwd, process_environment(env, proc.spec, data_dir))
-    except (StartError, DocumentError) as exc:
+    except (StartError, DocumentError, BuildError) as exc:
         return StartFailure(str(exc))
     except StoreError as exc:
         return StartFailure(f"cannot fetch the code of worker {name!r}, retrying: {exc}", True)

@@ -61,8 +61,10 @@ def pool_status(
     processes: Sequence[dict[str, Any]],
     queued: int,
     last_error: str | None,
+    environment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A worker as the status shows it; ``processes`` as ``process_status`` gives them."""
+    """A worker as the status shows it; ``processes`` as ``process_status`` gives them;
+    ``environment`` as ``Environments.describe`` gives it."""
     return {
         "rev": spec.rev,
         "state": "invalid" if spec.error else state.value,
@@ -77,6 +79,7 @@ def pool_status(
         "timeouts": counters.timeouts,
         "recycled": counters.recycled,
         "last_error": last_error,
+        "environment": environment,
     }
 
 

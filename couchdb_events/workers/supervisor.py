@@ -22,6 +22,7 @@ from ..errors import HTTPError
 from ..model.message import Message
 from ..model.workers import WorkerSpec
 from .deploy import Deployer
+from .environments import Environments
 from .pool import Pool
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"
@@ -102,6 +103,9 @@ class Supervisor:
         self._config = config
         self._deployer = deployer
         self._env = dict(env)
+        if deployer.environments is None:
+            deployer.environments = Environments(config, self._env)
+        self.environments = deployer.environments
         self.pools: dict[str, Pool] = {}
         self._closed = False
 
@@ -150,12 +154,15 @@ class Supervisor:
             pool.update(spec)
 
     async def watch(self, interval: float = 1.0) -> None:
-        """Sample memory every ``interval`` seconds and forget pools of deleted workers."""
+        """Sample memory every ``interval`` seconds and forget pools of deleted workers; remove
+        environments unused for a day, now and every few hours."""
+        await self.environments.maybe_sweep()
         while True:
             await asyncio.sleep(interval)
             for pool in list(self.pools.values()):
                 pool.sample()
             self.sweep()
+            await self.environments.maybe_sweep()
 
     def sweep(self) -> None:
         """Forget pools of deleted workers once their last process is gone."""
@@ -165,8 +172,12 @@ class Supervisor:
 
     def snapshot(self) -> dict[str, Any]:
         self.sweep()
-        return {name: pool.snapshot() for name, pool in sorted(self.pools.items())}
+        return {
+            name: {**pool.snapshot(), "environment": self.environments.describe(pool.spec)}
+            for name, pool in sorted(self.pools.items())
+        }
 
     async def close(self) -> None:
         self._closed = True
-        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+        pools = (pool.close() for pool in self.pools.values())
+        await asyncio.gather(self.environments.close(), *pools)
