@@ -121,29 +121,34 @@ def outcome(record: Mapping[str, Any], limit: int = 60) -> str:
     return "" if answer is None else compact(answer, limit)
 
 
-def runs_table(records: Iterable[Mapping[str, Any]], title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
-    table.add_column("ID", no_wrap=True)
-    table.add_column("EVENT")
-    table.add_column("WORKER")
-    table.add_column("STATE", no_wrap=True)
-    table.add_column("TRY", justify="right")
-    table.add_column("ACCEPTED (UTC)", no_wrap=True)
-    table.add_column("WAITED", justify="right", no_wrap=True)
-    table.add_column("RAN", justify="right", no_wrap=True)
-    table.add_column("ERROR / ANSWER", overflow="ellipsis", no_wrap=True, max_width=60)
-    for record in records:
-        table.add_row(
-            Text(str(record.get("_id", record.get("id", "?")))),
-            Text(str(record.get("event", ""))),
-            Text(str(record.get("worker", ""))),
-            state(record.get("state")),
+def runs_table(records: Iterable[Mapping[str, Any]], width: int = 160) -> Table:
+    """The runs, one a row, fitted to ``width``: the last column (error or answer) is cut to
+    what the others leave."""
+    records = list(records)
+    heads = ("ID", "EVENT", "WORKER", "STATE", "TRY", "ACCEPTED (UTC)", "WAITED", "RAN")
+    rows = [
+        [
+            str(record.get("_id", record.get("id", "?"))),
+            str(record.get("event", "")),
+            str(record.get("worker", "")),
+            str(record.get("state", "-")),
             str(record.get("attempt", "")),
             when(record.get("accepted")),
             duration(span(record.get("accepted"), record.get("started"))),
             duration(span(record.get("started"), record.get("ended"))),
-            Text(outcome(record), style="red" if record.get("error") else ""),
-        )
+        ]
+        for record in records
+    ]
+    used = sum(max(len(h), *(len(r[i]) for r in rows)) + 2 for i, h in enumerate(heads))
+    room = max(10, width - used - 1)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for head in heads:
+        right = head in ("TRY", "WAITED", "RAN")
+        table.add_column(head, no_wrap=True, justify="right" if right else "left")
+    table.add_column("ERROR / ANSWER", no_wrap=True, overflow="ellipsis")
+    for record, row in zip(records, rows, strict=True):
+        said = Text(outcome(record, room), style="red" if record.get("error") else "")
+        table.add_row(*map(Text, row[:3]), state(row[3]), *row[4:], said)
     return table
 
 

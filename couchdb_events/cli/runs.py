@@ -149,7 +149,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not records:
         out.print("no runs", style="dim")
         return 0
-    out.print(runs_table(records))
+    out.print(runs_table(records, out.width))
     shown = len(records)
     if isinstance(body, dict) and shown >= int(body.get("limit") or 0) > 0:
         out.print(f"the newest {shown}; --limit N for more", style="dim")
