@@ -407,6 +407,7 @@ def test_colour_on_a_terminal_only_and_never_with_no_color(fake: FakeService) ->
     fake.on("GET", "/_activations", (200, {"activations": [record("r1", "failed")], "limit": 50}))
     env = {k: v for k, v in os.environ.items() if k not in (*ENV, "FORCE_COLOR", "TERM")}
     env["TERM"] = "xterm-256color"
+    env["COLUMNS"] = "200"  # the pseudo-terminal has no size of its own
     argv = command("runs", "--url", fake.url)
     coloured = in_terminal(argv, env)
     assert "r1" in coloured and "\x1b[" in coloured and "\x1b[1;31m" in coloured  # failed: red

@@ -144,7 +144,9 @@ def runs_table(records: Iterable[Mapping[str, Any]], width: int = 160) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     for head in heads:
         right = head in ("TRY", "WAITED", "RAN")
-        table.add_column(head, no_wrap=True, justify="right" if right else "left")
+        # An id is what one copies from the table: never cut (the others give way).
+        least = max(len(r[0]) for r in rows) if head == "ID" and rows else None
+        table.add_column(head, no_wrap=True, justify="right" if right else "left", min_width=least)
     table.add_column("ERROR / ANSWER", no_wrap=True, overflow="ellipsis")
     for record, row in zip(records, rows, strict=True):
         said = Text(outcome(record, room), style="red" if record.get("error") else "")
