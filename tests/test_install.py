@@ -522,17 +522,17 @@ def test_demo_runs_the_email_example(installed: Installed) -> None:
 
 
 def test_help_and_version_import_nothing_of_the_service() -> None:
-    """``couchdb-events --help`` and ``--version`` answer without importing aiohttp or
-    python-couchdb: a command's module is imported when that command runs."""
+    """``couchdb-events --help`` and ``--version`` answer without importing aiohttp,
+    python-couchdb or rich: a command's module is imported when that command runs."""
     probe = (
         "import sys\n"
         "from couchdb_events import cli\n"
-        "for argv in (['--version'], ['--help'], ['serve', '--help']):\n"
+        "for argv in (['--version'], ['--help'], ['serve', '--help'], ['runs', '--help']):\n"
         "    try:\n"
         "        cli.main(argv)\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = sorted(m for m in ('aiohttp', 'couchdb', 'psutil', 'couchdb_events.core')"
+        "heavy = sorted(m for m in ('aiohttp', 'couchdb', 'psutil', 'couchdb_events.core', 'rich')"
         " if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
     )
@@ -541,4 +541,5 @@ def test_help_and_version_import_nothing_of_the_service() -> None:
     )
     assert f"couchdb-events {__version__}" in result.stdout
     assert "usage: couchdb-events serve" in result.stdout
+    assert "usage: couchdb-events runs" in result.stdout
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr

@@ -10,7 +10,14 @@
     couchdb-events demo                       the seed's e-mail example, end to end
     couchdb-events setup [--config FILE]      create the databases, writable by server admins only
 
-One module per command; ``common`` holds what they share (settings, running the service). A
+    couchdb-events status                     a running service, over its HTTP API
+    couchdb-events fire EVENT [--wait S]      fire an event
+    couchdb-events runs [--follow]            its runs (activation records), newest first
+    couchdb-events run ID [--logs]            one run
+    couchdb-events retry ID | cancel ID       run controls
+
+One module per command; ``common`` holds what they share (settings, running the service); the
+commands for runs share ``remote`` (their options), ``client`` (HTTP) and ``output`` (rich). A
 command's module is imported when it runs, so that ``--help`` and ``--version`` import nothing
 of the service (aiohttp, python-couchdb).
 
@@ -28,6 +35,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..config import CONFIG_ENV
+from .remote import add_commands
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -81,10 +89,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="ROLE",
         help="also let users with this role read (never write) the databases; repeatable",
     )
+    add_commands(sub)
     return top
 
 
-COMMANDS = ("daemon", "serve", "external", "push", "demo", "setup")  # module cli.<name>
+# module cli.<name>; the last six talk to a running service over its HTTP API
+COMMANDS = (
+    *("daemon", "serve", "external", "push", "demo", "setup"),
+    *("status", "fire", "runs", "run", "retry", "cancel"),
+)
 
 
 def command(name: str) -> Callable[[argparse.Namespace], int]:
