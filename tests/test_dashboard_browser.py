@@ -257,6 +257,31 @@ def test_cancel_stops_a_running_run(browser: Any, start: StartDaemon) -> None:  
     assert page.is_disabled("button.cancel") and page.is_enabled("button.retry")
 
 
+@pytest.mark.parametrize("how", ["queued", "scheduled"])
+def test_cancel_a_queued_or_scheduled_run(
+    browser: Any,
+    start: StartDaemon,  # noqa: F811
+    how: str,
+) -> None:
+    daemon = serving(start)
+    if how == "queued":  # both processes busy for 30 s: the third run waits in the queue
+        fire(daemon, "slow_report")
+        fire(daemon, "slow_report")
+        run_id, badge = fire(daemon, "slow_report"), "s-accepted"
+    else:
+        status, _h, body = daemon.fire("/send_email?delay=600", method="POST", body={})
+        assert status == 202, body
+        run_id, badge = body["runs"][0]["id"], "s-scheduled"
+    page = new_page(browser, daemon)
+    open_dashboard(page, daemon.url + f"_dashboard/#/run/{run_id}")
+    page.wait_for_selector(f".run[data-id='{run_id}'] .badge.{badge}")
+    assert page.is_enabled("button.cancel")
+    page.click("button.cancel")
+    page.wait_for_selector(f".run[data-id='{run_id}'] .badge.s-cancelled")
+    doc = final_record(daemon, run_id)
+    assert doc["state"] == "cancelled" and doc["started"] is None, doc
+
+
 def test_under_events_behind_nginx(
     browser: Any,
     start: StartDaemon,  # noqa: F811
