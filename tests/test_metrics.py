@@ -32,7 +32,6 @@ from couchdb_events.runs.telemetry import Telemetry
 ADMIN: User = {"name": "boss", "roles": ["_admin"]}
 BOB: User = {"name": "bob", "roles": []}
 ANON: User = {"name": None, "roles": []}
-NOW = time.time()
 
 STATUS: dict[str, Any] = {
     "couchdb_events": {
@@ -50,10 +49,16 @@ STATUS: dict[str, Any] = {
     "activations": {"durable": True, "writes": 7, "backlog": 0},
     "changes": {"on_orders": {"lag": 42}, "elsewhere": {"lag": None}},
     "schedules": {
-        "nightly": {"next_fire": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW + 3600))},
+        "nightly": {"next_fire": None},  # an hour from the scrape (``status``)
         "never": {"next_fire": None},
     },
 }  # fmt: skip
+
+
+def status_now() -> dict[str, Any]:
+    """``STATUS`` with the nightly schedule an hour from now (the time of the scrape)."""
+    hour = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    return {**STATUS, "schedules": {**STATUS["schedules"], "nightly": {"next_fire": hour}}}
 
 
 def telemetry() -> Telemetry:
@@ -69,7 +74,7 @@ def telemetry() -> Telemetry:
 
 def router(config: Config, tele: Telemetry | None = None) -> Router:
     runner: Any = SimpleNamespace(telemetry=tele or telemetry(), activations=None)
-    status: Any = SimpleNamespace(status=lambda: STATUS)
+    status: Any = SimpleNamespace(status=status_now)
     return Router(None, runner, status, config, Access(config))  # type: ignore[arg-type]
 
 
