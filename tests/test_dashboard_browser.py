@@ -20,6 +20,7 @@ import pytest
 from tests.nginx import NginxProxy, nginx_binary_fixture  # noqa: F401 - nginx_binary
 from tests.test_activations_e2e import activation_prefixes, final_record, start  # noqa: F401
 from tests.test_daemon_e2e import Daemon, StartDaemon, start_daemon  # noqa: F401
+from tests.test_reverse_proxy import HaproxyProxy, find_haproxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -282,17 +283,27 @@ def test_cancel_a_queued_or_scheduled_run(
     assert doc["state"] == "cancelled" and doc["started"] is None, doc
 
 
-def test_under_events_behind_nginx(
+@pytest.mark.parametrize("proxy_kind", ["nginx", "haproxy"])
+def test_under_events_behind_a_reverse_proxy(
     browser: Any,
     start: StartDaemon,  # noqa: F811
-    nginx_binary: str,
     couch: Any,
+    request: pytest.FixtureRequest,
+    proxy_kind: str,
 ) -> None:
+    """The shipped nginx site and haproxy config (deploy/): every URL stays below /_events/."""
     daemon = serving(start)
     port = int(urllib.parse.urlsplit(daemon.url).port or 0)
-    with NginxProxy(
-        nginx_binary, events_port=port, couchdb_port=couch.port, couchdb_host=couch.host
-    ) as proxy:
+    ports = {"events_port": port, "couchdb_port": couch.port, "couchdb_host": couch.host}
+    proxy: NginxProxy | HaproxyProxy
+    if proxy_kind == "nginx":
+        proxy = NginxProxy(request.getfixturevalue("nginx_binary"), **ports)
+    else:
+        haproxy = find_haproxy()
+        if haproxy is None:
+            pytest.skip("haproxy is not installed (Debian: apt-get install haproxy)")
+        proxy = HaproxyProxy(haproxy, **ports)
+    with proxy:
         page = new_page(browser, daemon)
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
