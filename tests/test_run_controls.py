@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from couchdb_events.errors import HTTPError
@@ -64,3 +67,36 @@ def test_parse_iso_keeps_milliseconds() -> None:
     assert parse_iso(iso(NOW + 0.25)) == NOW + 0.25
     assert parse_iso(iso(NOW)[:19] + "Z") == NOW
     assert parse_iso("nonsense") is None
+
+
+def test_fires_of_one_key_take_turns() -> None:
+    """Fires with the same Idempotency-Key go one at a time in a daemon (the next one finds the
+    first one's runs), however many wait; the lock is forgotten when the last is done."""
+    from types import SimpleNamespace
+
+    from couchdb_events.runs.controls import Controls
+
+    runner: Any = SimpleNamespace(activations=None, cancel_requests=None)
+    controls = Controls(runner, None, None, "state")  # type: ignore[arg-type]
+    inside: list[int] = []
+    most = 0
+
+    async def fire(number: int) -> None:
+        nonlocal most
+        await asyncio.sleep(number * 0.004)  # some come while another's turn is ending
+        async with controls.once("k"):
+            inside.append(number)
+            most = max(most, len(inside))
+            await asyncio.sleep(0.01)
+            inside.remove(number)
+
+    async def main() -> None:
+        await asyncio.gather(*(fire(n) for n in range(5)), fire_other())
+
+    async def fire_other() -> None:
+        async with controls.once("other"):
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert most == 1
+    assert controls._firing == {}

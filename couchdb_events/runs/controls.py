@@ -55,7 +55,7 @@ class Controls:
         self._supervisor = supervisor
         self._state_db = state_db
         self._answers: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self._firing: dict[str, asyncio.Lock] = {}
+        self._firing: dict[str, tuple[asyncio.Lock, int]] = {}  # key: its lock, fires using it
         self._tasks: set[asyncio.Task[None]] = set()
         runner.cancel_requests = self.requested
 
@@ -63,13 +63,17 @@ class Controls:
     @contextlib.asynccontextmanager
     async def once(self, key: str) -> AsyncIterator[None]:
         """One fire of ``key`` at a time in this daemon (the next finds the first's runs)."""
-        lock = self._firing.setdefault(key, asyncio.Lock())
+        lock, users = self._firing.get(key, (asyncio.Lock(), 0))
+        self._firing[key] = (lock, users + 1)
         try:
             async with lock:
                 yield
         finally:
-            if not lock.locked() and self._firing.get(key) is lock:
+            lock, users = self._firing[key]
+            if users == 1:
                 del self._firing[key]
+            else:
+                self._firing[key] = (lock, users - 1)
 
     def remember(self, key: str, body: dict[str, Any]) -> None:
         self._answers[key] = (time.time(), body)
