@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,14 @@ def test_retry_a_failed_run(
     assert retried["retry_of"] == run["id"] and retried["attempt"] == 2
     assert retried["arguments"] == failed["arguments"] and retried["request"] == failed["request"]
     assert wait_for(lambda: (stored(daemon, run["id"]) or {}).get("retried_as")) == again["id"]
+
+    # Two retries at once (a button clicked twice): one starts, the other is told.
+    _status, twice = fire_run(daemon, "/go")
+    final_record(daemon, twice["id"])
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _n: control(daemon, f"/_activations/{twice['id']}/retry"),
+                                range(2)))  # fmt: skip
+    assert sorted(status for status, _body in answers) == [202, 409], answers
 
     # Once per run (retry the retry); never a run that succeeded or is not over; precise errors.
     status, body = control(daemon, f"/_activations/{run['id']}/retry")

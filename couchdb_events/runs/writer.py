@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import Config
 from ..couch.store import Store
-from ..errors import StoreError
+from ..errors import AlreadyFired, StoreError
 from ..model.message import Message, Outcome
 from .commit import GroupCommit, Record
 from .daemons import Owner
@@ -51,6 +51,10 @@ class Writer(GroupCommit):
         """Store the ``accepted`` record of each message; raises 503 when CouchDB fails."""
         futures = []
         loop = asyncio.get_running_loop()
+        messages = list(messages)
+        for message in messages:  # a run this daemon holds already (a retry clicked twice)
+            if message.id in self._state.records:
+                raise AlreadyFired(f"run {message.id} of event {message.event!r} was fired already")
         for message in messages:
             db = month_db(self.prefix, message.accepted)
             if not self.months.known(db):
