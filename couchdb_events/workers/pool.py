@@ -68,8 +68,7 @@ class Pool:
 
     # -- taking messages ------------------------------------------------------------------
     def check(self, force: bool = False) -> None:
-        """Raise the error a new message would get now, if any. ``force``: an already accepted
-        message (a retry, a resumed run) is not refused for a full queue."""
+        """Raise the error a new message would get now; ``force``: accepted already (a retry)."""
         if self.spec.error:
             raise HTTPError(500, "worker_invalid", self.spec.error)
         if self.state is PoolState.FAILED:
@@ -136,7 +135,7 @@ class Pool:
                 self._fail(failure.error)
                 return
             # CouchDB is away: not the worker's fault. Keep the queue and try again shortly.
-            self._note_error(failure.error)
+            self.last_error = failure.error
             log.warning("%s", failure.error)
             self.state = PoolState.BACKOFF
             self._crash.retry_at = time.monotonic() + FETCH_RETRY
@@ -172,6 +171,10 @@ class Pool:
             return None
         timeout = proc.spec.idle_timeout if proc.spec.mode is not Mode.ONCE else None
         woken, message = await self.queue.take(proc, timeout)
+        if message is not None and proc.spec.rev != self.spec.rev:  # handed over, then retired
+            if not self.queue.put(message, self.spec.rev):  # to the new revision's processes
+                self._maybe_start()
+            return None
         if not woken and proc.alive:
             log.info("%s idle for %.0f s; stopping it", proc, proc.spec.idle_timeout)
         return message
@@ -195,7 +198,7 @@ class Pool:
         """Count and hand over an outcome; ``note``: its error becomes ``last_error``."""
         self.counters.count(outcome)
         if outcome.state == "timeout" or (note and outcome.state == "failed"):
-            self._note_error(outcome.error or outcome.state)
+            self.last_error = outcome.error or outcome.state
         message.finish(outcome)
 
     async def _retire(self, proc: WorkerProcess) -> None:
@@ -212,7 +215,7 @@ class Pool:
         if not expected:
             self.counters.restarts += 1
             error = with_stderr(f"{proc} ended with {describe_exit(returncode)}", proc)
-            self._note_error(error)
+            self.last_error = error
             log.warning("%s", error)
         if verdict is PoolState.FAILED:
             self._fail(f"{self.last_error} (died young {self._crash.young_deaths} times in a row)")
@@ -225,9 +228,6 @@ class Pool:
         sample_memory(self.processes, self.queue.release)
 
     # -- errors ---------------------------------------------------------------------------
-    def _note_error(self, error: str) -> None:
-        self.last_error = error
-
     def _failure(self) -> str:
         """Why a failed worker refuses work: ``last_error`` (the cause), said once."""
         return f"worker {self.name!r} failed: {self.last_error}"
@@ -235,7 +235,7 @@ class Pool:
     def _fail(self, error: str) -> None:
         """Mark the worker failed and fail what waits for it: nothing piles up."""
         self.state = PoolState.FAILED
-        self._note_error(error)
+        self.last_error = error
         reason = self._failure()
         log.error("%s", reason)
         # The runs get the whole reason; ``last_error`` keeps the cause, not the reason again.
