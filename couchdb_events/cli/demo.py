@@ -170,6 +170,8 @@ def run_demo(args: argparse.Namespace) -> int:
             return 1
         if args.keep_running:
             say(f"\n==> running; try: curl {url}email_event   (Ctrl-C stops)")
+            say(f"==> watch it: {url}_dashboard/ in a browser,")
+            say(f"==>   or .venv/bin/couchdb-events runs --follow --url {url}")
             with contextlib.suppress(KeyboardInterrupt):
                 service.wait()
         else:
