@@ -31,7 +31,8 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once, not per answer
 
 
 def json_response(answer: Answer) -> web.Response:
-    if answer.raw is not None:  # bytes with their own Content-Type
+    """The answer as JSON, or its ``raw`` bytes as they are, with their own Content-Type."""
+    if answer.raw is not None:
         headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
         headers["Content-Type"] = answer.content_type()
         return web.Response(status=answer.status, body=answer.raw, headers=headers)
@@ -41,13 +42,6 @@ def json_response(answer: Answer) -> web.Response:
         content_type="application/json",
         headers=answer.headers,
     )
-
-
-def response(answer: Answer) -> web.Response:
-    """The answer as JSON, or its ``raw`` bytes as they are, with their own Content-Type."""
-    if answer.raw is None:
-        return json_response(answer)
-    return web.Response(status=answer.status, body=answer.raw, headers=answer.headers)
 
 
 @web.middleware
@@ -104,7 +98,7 @@ class Api:
                 user=None,
             )
         )
-        return response(answer)
+        return json_response(answer)
 
 
 class HttpListener:

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from .. import logs
 from ..errors import AlreadyFired, Conflict, HTTPError, NotFound, StoreError
-from ..model.message import Message, derived_id
+from ..model.message import Outcome, derived_id
 from ..model.registry import Registry
 from ..workers.supervisor import Supervisor
 from .daemons import Liveness
-from .records import FINAL_STATES, RETRYABLE, iso
+from .records import FINAL_STATES, RETRYABLE, final_fields, iso, message_of, parse_iso
 from .runner import Runner
 
 log = logs.get("controls")
@@ -100,7 +100,7 @@ class Controls:
             accepted = str(first.get("accepted", ""))
             if first.get("idempotency_key") != key or not accepted:
                 return None, origin + "\0" + first["_id"]
-            if now - _epoch(accepted) >= KEY_TTL:  # forgotten: a new fire, with new ids
+            if now - (parse_iso(accepted) or 0.0) >= KEY_TTL:  # forgotten: a new fire, with new ids
                 origin = f"{origin}\0{accepted}"
                 continue
             events = list(dict.fromkeys(str(doc.get("event")) for doc in runs))
@@ -141,16 +141,14 @@ class Controls:
         if spec.error:
             raise HTTPError(500, "worker_invalid", spec.error)
         self._supervisor.check(spec)
-        message = Message(
-            derived_id(f"retry\0{run_id}", 0),
-            str(doc.get("event", "")),
-            worker,
-            dict(doc.get("arguments") or {}),
-            dict(doc.get("request") or {}),
-            outcome=loop.create_future(),
+        message = replace(
+            message_of(doc, loop.create_future()),  # its event, arguments, request, chain
+            id=derived_id(f"retry\0{run_id}", 0),
+            accepted=time.time(),
             attempt=int(doc.get("attempt", 1)) + 1,
             worker_rev=spec.rev,
-            chain=dict(doc.get("chain") or {"depth": 0, "parent": None}),
+            run_at=None,
+            idempotency_key=None,
             retry_of=run_id,
         )
         try:
@@ -193,8 +191,7 @@ class Controls:
                 owner = doc.get("daemon") or {}
                 body = {"ok": True, "id": run_id, "state": "cancelling", "was": state}
                 return 202, {**body, "daemon": owner.get("id") if isinstance(owner, dict) else None}
-            error = "cancelled (its daemon was gone)"
-            ended = {"state": "cancelled", "ended": iso(time.time()), "error": error}
+            ended = final_fields(doc, Outcome("cancelled", None, "cancelled (its daemon was gone)"))
             try:
                 await loop.run_in_executor(None, activations.store.put, db, {**doc, **ended})
             except Conflict:
@@ -204,10 +201,11 @@ class Controls:
 
     def _request_cancel(self, run_id: str) -> None:
         doc = {"_id": CANCEL_PREFIX + run_id, "type": "cancel", "run": run_id}
-        store = self._runner.activations.store if self._runner.activations else None
-        assert store is not None
+        assert self._runner.activations is not None
         with contextlib.suppress(Conflict):  # asked already
-            store.put(self._state_db, {**doc, "requested": iso(time.time())})
+            self._runner.activations.store.put(
+                self._state_db, {**doc, "requested": iso(time.time())}
+            )
 
     def requested(self, run_ids: list[str]) -> set[str]:
         """Which of ``run_ids`` have a cancel request (blocking; for resuming)."""
@@ -245,10 +243,3 @@ def _run(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": doc.get("_id"), "event": doc.get("event"), "worker": doc.get("worker")} | (
         {"state": doc["state"]} if "state" in doc else {}
     )
-
-
-def _epoch(text: str) -> float:
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0

@@ -127,7 +127,7 @@ class Runner:
             waiting[0].cancel()
             was = waiting[1]
         else:
-            message.cancelled = True  # before the kill: its outcome becomes "cancelled"
+            message.cancelled = True  # before the kill: the pool makes its outcome "cancelled"
             where = self._supervisor.cancel(message)
             if where is None:
                 message.cancelled = False
@@ -146,13 +146,11 @@ class Runner:
             self.activations.started(message)
 
     def _settle(self, message: Message, outcome: Outcome) -> None:
-        if outcome.state == INTERRUPTED and not message.cancelled:
+        if outcome.state == INTERRUPTED:
             message.resolve(Outcome("failed", None, outcome.error))  # for a waiting caller only
             return
         spec = self._registry.workers.get(message.worker)
         retry = outcome.state in ("failed", "timeout") and spec is not None
-        if message.cancelled:
-            retry, outcome = False, replace(outcome, state="cancelled")
         if retry and spec is not None and message.attempt <= spec.retries:
             delay = min(MAX_RETRY_DELAY, spec.retry_delay * 2 ** (message.attempt - 1))
             message.attempt += 1

@@ -18,7 +18,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .launch import SETPRIV, describe_exit
+from ..model.workers import Limits
+from .launch import describe_exit, launch_argv
 
 TAIL_LINES = 20
 
@@ -59,11 +60,9 @@ async def run_tool(
     loop = asyncio.get_running_loop()
     if deadline is None:
         deadline = loop.time() + timeout
-    prefix = [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
     try:
         proc = await asyncio.create_subprocess_exec(
-            *prefix,
-            *argv,
+            *launch_argv(tuple(argv), Limits()),  # dies with the daemon, as a worker does
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
