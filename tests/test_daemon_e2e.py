@@ -134,6 +134,17 @@ StartDaemon = Callable[..., Daemon]
 def start_daemon(
     couch_url: str, fresh_db: Callable[[str], str], tmp_path: Path
 ) -> Iterator[StartDaemon]:
+    yield from daemons(couch_url, fresh_db, tmp_path)
+
+
+def daemons(
+    couch_url: str,
+    fresh_db: Callable[[str], str],
+    tmp_path: Path,
+    interpreters: dict[str, str] | None = None,
+) -> Iterator[StartDaemon]:
+    """What ``start_daemon`` yields: starts ``couchdb-events daemon`` as CouchDB does (with
+    ``interpreters`` as its ``[couchdb_events_interpreters]``), and stops every one at the end."""
     hosts: list[DaemonHost] = []
 
     def start(
@@ -156,7 +167,10 @@ def start_daemon(
             "log_level": "debug",
             **settings,
         }
-        host = DaemonHost({"couchdb_events": section})
+        sections = {"couchdb_events": section}
+        if interpreters:
+            sections["couchdb_events_interpreters"] = interpreters
+        host = DaemonHost(sections)
         hosts.append(host)
         url = section["couchdb_url"]  # the tests' server, or the one a test gives
         daemon = Daemon(host, f"http://127.0.0.1:{port}/", events, workers, url, work_dir)

@@ -25,9 +25,9 @@ import psutil
 import pytest
 
 from couchdb_events.couch.embedded import free_port
-from tests.daemon_host import DaemonHost, http, wait_until_serving
+from tests.daemon_host import http
 from tests.docs import put_doc, put_worker
-from tests.test_daemon_e2e import Daemon, outbox, push_demo, stop_and_check, wait_for
+from tests.test_daemon_e2e import Daemon, daemons, outbox, push_demo, stop_and_check, wait_for
 from tests.test_supervision_e2e import alive, wait_gone
 
 pytestmark = pytest.mark.e2e
@@ -63,35 +63,7 @@ def start_daemon(
 ) -> Iterator[StartDaemon]:
     """``couchdb-events daemon`` as CouchDB starts it (as in test_daemon_e2e), with an
     interpreter the sandboxed worker's user can run."""
-    hosts: list[DaemonHost] = []
-
-    def start(**settings: str) -> Daemon:
-        events, workers, port = fresh_db("events"), fresh_db("workers"), free_port()
-        work_dir = tmp_path / f"work{len(hosts)}"
-        section = {
-            "couchdb_url": couch_url,
-            "port": str(port),
-            "events_db": events,
-            "workers_db": workers,
-            "work_dir": str(work_dir),
-            "startup_wait": "5",
-            "log_level": "debug",
-            **settings,
-        }
-        host = DaemonHost({"couchdb_events": section, "couchdb_events_interpreters": INTERPRETERS})
-        hosts.append(host)
-        daemon = Daemon(host, f"http://127.0.0.1:{port}/", events, workers, couch_url, work_dir)
-        wait_until_serving(host, daemon.url, headers=daemon.admin)
-        return daemon
-
-    yield start
-    for host in hosts:
-        host.note_tree()
-        host.close_stdin()
-        try:
-            host.wait(10)
-        finally:
-            host.kill()
+    yield from daemons(couch_url, fresh_db, tmp_path, INTERPRETERS)
 
 
 def tree(pid: int) -> list[psutil.Process]:
